@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MIT
+/*
+ * backend.h - the physical-memory contract every backend implements.
+ *
+ * A backend knows three things: how to reserve virtual address space, how
+ * to create and release physical pages of one fixed size (its granularity),
+ * and how to map a page at an address inside a reservation and take it away
+ * again. Everything above (pool, regions, tiers) is written against this
+ * contract only, so the host backend proves the logic that the cuda and
+ * kmod backends share.
+ *
+ * Rules every implementation follows:
+ *  - Every call returns 0 or a negative errno and records detail with
+ *    vkv__set_error() (which driver call, which result) on failure.
+ *    Driver results are translated here and nowhere else: out of memory
+ *    -> -ENOMEM, invalid value -> -EINVAL, anything else -> -EIO.
+ *  - A failed call leaves no partial state behind: a failed map_pages()
+ *    leaves the whole range unbacked, a failed page_create() creates nothing.
+ *  - Unbacked parts of a reservation are inaccessible (VKV_UNBACKED_FAULT)
+ *    or read as zero (VKV_UNBACKED_ZERO); unmap_pages() returns a range to
+ *    that state. Reserving and unreserving never touch other reservations.
+ *  - map_pages()/unmap_pages() on one range are safe while other threads,
+ *    or device kernels, access *other* ranges (see docs/ARCHITECTURE.md,
+ *    "What may change under a running kernel").
+ *  - Calls may come from the engine's thread and the worker at once, on
+ *    different pages and ranges; backends lock what they share themselves.
+ */
+#ifndef VKV_BACKEND_H
+#define VKV_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vkv.h"
+
+/* A physical page: memfd offset (host), allocation handle (cuda), ... */
+typedef uint64_t vkv_phys;
+
+/* A point in the engine's stream of work; see fence_record(). */
+typedef uint64_t vkv_fence;
+
+struct vkv_backend;
+
+struct vkv_backend_ops {
+	const char *name;
+
+	/* Open on cfg->device with cfg->page_size (0 = default). Sets
+	 * b->page_size and b->detail. -ENODEV when not usable here. */
+	int (*open)(struct vkv_backend *b, const struct vkv_ctx_config *cfg);
+	void (*close)(struct vkv_backend *b);
+
+	/* Reserve `size` bytes (a multiple of page_size), aligned to
+	 * page_size, in the unbacked state. */
+	int (*reserve)(struct vkv_backend *b, uint64_t size, uint64_t *addr);
+	/* Give a reservation back; it must hold no mapped page. */
+	int (*unreserve)(struct vkv_backend *b, uint64_t addr, uint64_t size);
+
+	/* Create one physical page (contents undefined). -ENOMEM when the
+	 * device or the host is out of memory. */
+	int (*page_create)(struct vkv_backend *b, vkv_phys *page);
+	/* Release a page that is mapped nowhere. */
+	void (*page_release)(struct vkv_backend *b, vkv_phys page);
+
+	/* Map pages[0..n) at addr, addr + page_size, ... with read/write
+	 * access. The range must be reserved and unbacked. */
+	int (*map_pages)(struct vkv_backend *b, uint64_t addr,
+			 const vkv_phys *pages, size_t n);
+	/* Return n pages at addr to the unbacked state. Does not release the
+	 * physical pages. Callers wait for fences first (see below). */
+	int (*unmap_pages)(struct vkv_backend *b, uint64_t addr, size_t n);
+
+	/* Copies between mapped virtual memory and host memory (device to
+	 * device for copy_dd); synchronous on return. */
+	int (*copy_dd)(struct vkv_backend *b, uint64_t dst, uint64_t src,
+		       uint64_t bytes);
+	int (*copy_to_host)(struct vkv_backend *b, void *dst, uint64_t src,
+			    uint64_t bytes);
+	int (*copy_from_host)(struct vkv_backend *b, uint64_t dst,
+			      const void *src, uint64_t bytes);
+
+	/* Record the work queued so far on the engine's stream (NULL: no
+	 * ordering needed, host). fence_wait() blocks until it has finished;
+	 * fence_drop() forgets a fence without waiting. */
+	int (*fence_record)(struct vkv_backend *b, vkv_fence *fence);
+	int (*fence_wait)(struct vkv_backend *b, vkv_fence fence);
+	void (*fence_drop)(struct vkv_backend *b, vkv_fence fence);
+	int (*set_stream)(struct vkv_backend *b, void *stream);
+};
+
+/*
+ * An open backend. Fields are written by open() and read-only afterwards,
+ * except `priv`'s contents, which the backend locks itself.
+ */
+struct vkv_backend {
+	const struct vkv_backend_ops *ops;
+	enum vkv_backend_kind kind;
+	enum vkv_unbacked unbacked;
+	int device;
+	uint64_t page_size; /* granularity: a power of two */
+	char detail[64];    /* what vkv_ctx_info shows */
+	void *priv;
+};
+
+/* The implementations; ops are NULL where one is not compiled in. */
+extern const struct vkv_backend_ops vkv__backend_host_ops;
+extern const struct vkv_backend_ops *const vkv__backend_cuda_ops;
+extern const struct vkv_backend_ops *const vkv__backend_kmod_ops;
+
+/*
+ * Open the backend cfg asks for; VKV_BACKEND_AUTO tries cuda, then host.
+ * On success b->ops is set.
+ */
+int vkv__backend_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg);
+
+#endif /* VKV_BACKEND_H */
