@@ -63,6 +63,13 @@ all: lib
 
 include $(sort $(wildcard mk/*.mk))
 
+ifneq ($(filter runtime/backend_cuda.c,$(LIB_SRCS)),)
+CFLAGS += -DVKV_HAVE_CUDA_BACKEND
+endif
+ifneq ($(filter runtime/backend_kmod.c,$(LIB_SRCS)),)
+CFLAGS += -DVKV_HAVE_KMOD_BACKEND
+endif
+
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBSO := $(BUILD)/lib/libvkv.so
 LIBA := $(BUILD)/lib/libvkv.a

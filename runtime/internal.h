@@ -31,6 +31,8 @@
 /* Record this thread's last failure: `err` (negative errno) and detail.
  * Returns err, so that `return vkv__set_error(-EINVAL, "...")` reads well. */
 int vkv__set_error(int err, const char *fmt, ...) VKV_PRINTF(2, 3);
+/* Put context in front of the current detail: "step: slot 3: <detail>". */
+int vkv__prefix_error(int err, const char *fmt, ...) VKV_PRINTF(2, 3);
 /* Forget the last failure (a call that succeeded after retries). */
 void vkv__clear_error(void);
 /* "vkv: warning: ..." on stderr, honouring VKV_LOG. */
@@ -102,6 +104,7 @@ struct vkv_page {
 	vkv_phys phys;
 	uint32_t refs;  /* slots mapping this page (ctx->lock) */
 	uint32_t arefs; /* of those, allocated slots (ctx->lock) */
+	uint64_t seen;  /* last counting pass that saw it (ctx->lock) */
 };
 
 /*
@@ -167,7 +170,8 @@ struct vkv_slot {
 	uint64_t last_len;    /* tokens, from the last step or ensure */
 	uint64_t freed_at;    /* ctx->clock when freed (LRU of cached) */
 	vkv_fence fence;      /* engine work pending at free time */
-	void *tier_priv;      /* owned by tier.c while EVICTED */
+	uint32_t tier;        /* tier holding the data while EVICTED */
+	void *tier_priv;      /* owned by the tier code while EVICTED */
 };
 
 struct vkv_region {
@@ -224,8 +228,8 @@ int vkv__slot_unmap_range(struct vkv_region *r, uint32_t s, uint64_t from,
 			  uint64_t to);
 /* Drop the references of pages [from, to) of a slot (ctx->lock held);
  * pages that reach zero go back to the pool. */
-void vkv__slot_drop_pages(struct vkv_region *r, uint32_t s, uint64_t from,
-			  uint64_t to);
+uint64_t vkv__slot_drop_pages(struct vkv_region *r, uint32_t s, uint64_t from,
+			      uint64_t to);
 /* Wait until slot s is not busy, then mark it busy (ctx->lock held). */
 void vkv__slot_lock(struct vkv_region *r, uint32_t s);
 void vkv__slot_unlock(struct vkv_region *r, uint32_t s);
@@ -256,7 +260,14 @@ struct vkv_ctx {
 	bool worker_busy; /* (lock) */
 	bool kick;        /* work was queued (lock) */
 	void *stream;     /* engine stream (lock) */
-	struct vkv_gauges_pub *pub; /* last published gauges (lock) */
+	uint64_t pass;    /* counting passes over pages (lock) */
+	struct vkv_ctx_gauges {
+		uint64_t reserved, in_use, cached, shared, regions,
+			slots_active, slots_cached, budget;
+	} pub;            /* what this context last published (lock) */
+	/* Set by the tier code: forget the lower-tier copy of an evicted
+	 * slot that is being freed or destroyed (lock held, slot busy). */
+	void (*tier_discard)(struct vkv_region *r, uint32_t s);
 };
 
 /* Take cached pages back from freed slots, least recently freed first,

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: MIT
+/*
+ * backend_host.c - the host backend: the VMM contract on ordinary memory.
+ *
+ * reserve   = mmap(PROT_NONE) (or PROT_READ of private anonymous memory in
+ *             zero mode: reads then hit the kernel's one shared zero page)
+ * page      = a page-sized piece of one memfd, allocated with fallocate so
+ *             that running out of memory is an error at creation, not a
+ *             SIGBUS at first touch
+ * map       = mmap(MAP_FIXED | MAP_SHARED) of that piece; one piece mapped at
+ *             two addresses aliases, which is what prefix sharing needs
+ * unmap     = the reservation's anonymous mapping put back over the range
+ * release   = fallocate(PUNCH_HOLE): the memory goes back to the kernel
+ *
+ * 2 MiB pages use a hugetlb memfd when the system has huge pages reserved,
+ * else an ordinary memfd with MADV_HUGEPAGE (transparent huge pages on
+ * shmem when the administrator allows them). Runs of pages with consecutive
+ * memfd offsets are mapped with one mmap call.
+ *
+ * Cost warning: every run of non-consecutive pages is one VMA; with 4 KiB
+ * pages a large cache can reach vm.max_map_count (65530 by default), which
+ * mmap reports as ENOMEM and we report as -ENOMEM with that hint.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/memfd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define HOST_SMALL_PAGE (4ULL << 10)
+#define HOST_HUGE_PAGE (2ULL << 20)
+#define HOST_DEFAULT_PAGE HOST_HUGE_PAGE
+
+struct host_priv {
+	int fd;
+	bool hugetlb;             /* fd is a hugetlb memfd */
+	pthread_mutex_t lock;
+	uint64_t file_size;       /* ftruncate'd size (lock) */
+	uint64_t next_off;        /* never-used offsets start here (lock) */
+	uint64_t *free_offs;      /* released offsets for reuse (lock) */
+	uint64_t nfree, free_cap; /* (lock) */
+};
+
+static int host_reserve_prot(const struct vkv_backend *b)
+{
+	return b->unbacked == VKV_UNBACKED_ZERO ? PROT_READ : PROT_NONE;
+}
+
+/* Try to allocate (and free again) one page of fd, to learn whether
+ * hugetlb pages are really available. */
+static bool probe_fd(int fd, uint64_t page)
+{
+	if (ftruncate(fd, (off_t)page) != 0)
+		return false;
+	if (fallocate(fd, 0, 0, (off_t)page) != 0)
+		return false;
+	fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)page);
+	return true;
+}
+
+static int host_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
+{
+	struct host_priv *hp;
+	uint64_t page = cfg->page_size ? cfg->page_size : HOST_DEFAULT_PAGE;
+	int err;
+
+	if (page != HOST_SMALL_PAGE && page != HOST_HUGE_PAGE)
+		return vkv__set_error(-EINVAL,
+				      "host backend: page size %llu must be 4K or 2M",
+				      (unsigned long long)page);
+	hp = calloc(1, sizeof(*hp));
+	if (!hp)
+		return vkv__set_error(-ENOMEM, "host backend: out of memory");
+	hp->fd = -1;
+	if (page == HOST_HUGE_PAGE) {
+		hp->fd = memfd_create("vkv-pool", MFD_CLOEXEC | MFD_HUGETLB |
+							  MFD_HUGE_2MB);
+		if (hp->fd >= 0 && !probe_fd(hp->fd, page)) {
+			close(hp->fd);
+			hp->fd = -1;
+		}
+		hp->hugetlb = hp->fd >= 0;
+	}
+	if (hp->fd < 0)
+		hp->fd = memfd_create("vkv-pool", MFD_CLOEXEC);
+	if (hp->fd < 0) {
+		err = -errno;
+		free(hp);
+		return vkv__set_error(err, "host backend: memfd_create: %s",
+				      strerror(-err));
+	}
+	pthread_mutex_init(&hp->lock, NULL);
+	b->priv = hp;
+	b->page_size = page;
+	snprintf(b->detail, sizeof(b->detail), "memfd %s%s",
+		 page == HOST_HUGE_PAGE ? "2 MiB" : "4 KiB",
+		 page == HOST_SMALL_PAGE ? "" :
+		 hp->hugetlb		 ? " (hugetlb)" :
+					   " (THP advised)");
+	return 0;
+}
+
+static void host_close(struct vkv_backend *b)
+{
+	struct host_priv *hp = b->priv;
+
+	if (!hp)
+		return;
+	close(hp->fd);
+	pthread_mutex_destroy(&hp->lock);
+	free(hp->free_offs);
+	free(hp);
+	b->priv = NULL;
+}
+
+static int host_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr)
+{
+	uint64_t align = b->page_size, span;
+	uint8_t *p, *start;
+
+	if (size == 0 || size % b->page_size)
+		return vkv__set_error(-EINVAL, "reserve: bad size %llu",
+				      (unsigned long long)size);
+	if (__builtin_add_overflow(size, align, &span))
+		return vkv__set_error(-EOVERFLOW, "reserve: size overflows");
+	p = mmap(NULL, span, host_reserve_prot(b),
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return vkv__set_error(-ENOMEM, "reserve: mmap of %llu bytes: %s",
+				      (unsigned long long)span, strerror(errno));
+	start = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+	if (start > p)
+		munmap(p, (size_t)(start - p));
+	if (start + size < p + span)
+		munmap(start + size, (size_t)(p + span - (start + size)));
+	if (b->page_size == HOST_HUGE_PAGE)
+		madvise(start, size, MADV_HUGEPAGE);
+	*addr = (uint64_t)(uintptr_t)start;
+	return 0;
+}
+
+static int host_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size)
+{
+	(void)b;
+	if (munmap((void *)(uintptr_t)addr, size) != 0)
+		return vkv__set_error(-errno, "unreserve: munmap: %s",
+				      strerror(errno));
+	return 0;
+}
+
+/* Next offset for a new page: a released one, or fresh space. */
+static int take_offset(struct host_priv *hp, uint64_t page, uint64_t *off)
+{
+	uint64_t want;
+
+	if (hp->nfree) {
+		*off = hp->free_offs[--hp->nfree];
+		return 0;
+	}
+	*off = hp->next_off;
+	if (hp->next_off + page > hp->file_size) {
+		/* Grow the (sparse) file geometrically: ftruncate is cheap,
+		 * but not free, and memory is only used once fallocated. */
+		want = hp->file_size ? hp->file_size * 2 : 256 * page;
+		if (ftruncate(hp->fd, (off_t)want) != 0)
+			return -errno;
+		hp->file_size = want;
+	}
+	hp->next_off += page;
+	return 0;
+}
+
+static int give_offset(struct host_priv *hp, uint64_t off)
+{
+	uint64_t *n;
+
+	if (hp->nfree == hp->free_cap) {
+		uint64_t cap = hp->free_cap ? hp->free_cap * 2 : 256;
+
+		n = realloc(hp->free_offs, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		hp->free_offs = n;
+		hp->free_cap = cap;
+	}
+	hp->free_offs[hp->nfree++] = off;
+	return 0;
+}
+
+static int host_page_create(struct vkv_backend *b, vkv_phys *page)
+{
+	struct host_priv *hp = b->priv;
+	uint64_t off;
+	int err;
+
+	if (vkv__fault_hit(VKV_FAULT_PAGE_CREATE))
+		return vkv__set_error(-ENOMEM, "page_create: injected failure (VKV_FAULT_PAGE_CREATE)");
+	pthread_mutex_lock(&hp->lock);
+	err = take_offset(hp, b->page_size, &off);
+	pthread_mutex_unlock(&hp->lock);
+	if (err)
+		return vkv__set_error(err, "page_create: ftruncate: %s",
+				      strerror(-err));
+	/* Outside the lock: fallocate zeroes and may be slow. */
+	if (fallocate(hp->fd, 0, (off_t)off, (off_t)b->page_size) != 0) {
+		err = errno == ENOSPC ? -ENOMEM : -errno;
+		pthread_mutex_lock(&hp->lock);
+		give_offset(hp, off);
+		pthread_mutex_unlock(&hp->lock);
+		return vkv__set_error(err, "page_create: fallocate %llu bytes: %s",
+				      (unsigned long long)b->page_size,
+				      strerror(errno));
+	}
+	*page = off;
+	return 0;
+}
+
+static void host_page_release(struct vkv_backend *b, vkv_phys page)
+{
+	struct host_priv *hp = b->priv;
+
+	fallocate(hp->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)page, (off_t)b->page_size);
+	pthread_mutex_lock(&hp->lock);
+	if (give_offset(hp, page) != 0)
+		vkv__warn("host backend: lost track of a released page offset");
+	pthread_mutex_unlock(&hp->lock);
+}
+
+static int host_unmap_pages(struct vkv_backend *b, uint64_t addr, size_t n)
+{
+	void *p = mmap((void *)(uintptr_t)addr, n * b->page_size,
+		       host_reserve_prot(b),
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+		       -1, 0);
+
+	if (p == MAP_FAILED)
+		return vkv__set_error(-errno, "unmap: mmap(MAP_FIXED) %zu pages: %s",
+				      n, strerror(errno));
+	return 0;
+}
+
+static int host_map_pages(struct vkv_backend *b, uint64_t addr,
+			  const vkv_phys *pages, size_t n)
+{
+	struct host_priv *hp = b->priv;
+	uint64_t ps = b->page_size;
+	size_t i = 0, run;
+	void *p;
+	int err;
+
+	if (vkv__fault_hit(VKV_FAULT_MAP))
+		return vkv__set_error(-ENOMEM, "map: injected failure (VKV_FAULT_MAP)");
+	while (i < n) {
+		for (run = 1; i + run < n && pages[i + run] == pages[i] + run * ps;
+		     run++)
+			;
+		p = mmap((void *)(uintptr_t)(addr + i * ps), run * ps,
+			 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, hp->fd,
+			 (off_t)pages[i]);
+		if (p == MAP_FAILED) {
+			err = errno;
+			if (i)
+				host_unmap_pages(b, addr, i);
+			return vkv__set_error(err == ENOMEM ? -ENOMEM : -EIO,
+					      "map: mmap(MAP_FIXED|MAP_SHARED): %s%s",
+					      strerror(err),
+					      err == ENOMEM ? " (vm.max_map_count reached? try 2M pages)" : "");
+		}
+		i += run;
+	}
+	return 0;
+}
+
+static int host_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
+			uint64_t bytes)
+{
+	(void)b;
+	memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, bytes);
+	return 0;
+}
+
+static int host_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
+			     uint64_t bytes)
+{
+	(void)b;
+	memcpy(dst, (const void *)(uintptr_t)src, bytes);
+	return 0;
+}
+
+static int host_copy_from_host(struct vkv_backend *b, uint64_t dst,
+			       const void *src, uint64_t bytes)
+{
+	(void)b;
+	memcpy((void *)(uintptr_t)dst, src, bytes);
+	return 0;
+}
+
+/* Host engines compute synchronously: nothing is in flight at free time. */
+static int host_fence_record(struct vkv_backend *b, vkv_fence *fence)
+{
+	(void)b;
+	*fence = 0;
+	return 0;
+}
+
+static int host_fence_wait(struct vkv_backend *b, vkv_fence fence)
+{
+	(void)b;
+	(void)fence;
+	return 0;
+}
+
+static void host_fence_drop(struct vkv_backend *b, vkv_fence fence)
+{
+	(void)b;
+	(void)fence;
+}
+
+static int host_set_stream(struct vkv_backend *b, void *stream)
+{
+	(void)b;
+	(void)stream;
+	return 0;
+}
+
+const struct vkv_backend_ops vkv__backend_host_ops = {
+	.name = "host",
+	.open = host_open,
+	.close = host_close,
+	.reserve = host_reserve,
+	.unreserve = host_unreserve,
+	.page_create = host_page_create,
+	.page_release = host_page_release,
+	.map_pages = host_map_pages,
+	.unmap_pages = host_unmap_pages,
+	.copy_dd = host_copy_dd,
+	.copy_to_host = host_copy_to_host,
+	.copy_from_host = host_copy_from_host,
+	.fence_record = host_fence_record,
+	.fence_wait = host_fence_wait,
+	.fence_drop = host_fence_drop,
+	.set_stream = host_set_stream,
+};
