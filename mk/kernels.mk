@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: MIT
+# kernels: the CUDA kernels of kernels/ (nvcc -> fatbins embedded in libvkv,
+# launched through the driver API by runtime/kernels.c), their CPU references
+# (runtime/attn_ref.c, always built) and their tests.
+#
+# The kernels are built when nvcc and cuda.h are found; otherwise the build
+# says so in one line and goes on without them (VKV_HAVE_KERNELS undefined).
+
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+NVCC_GENCODE ?= -gencode arch=compute_80,code=sm_80 \
+	-gencode arch=compute_90,code=sm_90 \
+	-gencode arch=compute_90,code=compute_90
+NVCC_FLAGS := -O3 -std=c++17 -Ikernels -Xptxas -Werror -Werror all-warnings
+
+KERN_CUS := $(sort $(wildcard kernels/*.cu))
+KERN_FATBINS := $(KERN_CUS:kernels/%.cu=$(BUILD)/kernels/%.fatbin)
+HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
+
+LIB_SRCS += runtime/attn_ref.c
+
+ifeq ($(HAVE_CUDA_H)$(HAVE_NVCC),11)
+LIB_SRCS += runtime/kernels.c runtime/kernels_blob.c
+CFLAGS += -DVKV_HAVE_KERNELS
+
+$(BUILD)/kernels/%.fatbin: kernels/%.cu kernels/vkv_kern_abi.h
+	@mkdir -p $(dir $@)
+	$(NVCC) -fatbin $(NVCC_GENCODE) $(NVCC_FLAGS) -o $@ $<
+
+$(BUILD)/obj/runtime/kernels_blob.o: $(KERN_FATBINS)
+$(BUILD)/obj/runtime/kernels_blob.o: CFLAGS += -DVKV_FATBIN_DIR='"$(BUILD)/kernels"'
+else
+$(info vkv: nvcc not found ($(NVCC)); building without the CUDA kernels)
+endif
+
+# ---------------------------------------------------------------- tests
+
+KERN_TEST_CFLAGS = $(CFLAGS) $(CHECK_CFLAGS) -Itests
+
+$(BUILD)/tests/test_kernels_ref: tests/test_kernels_ref.c tests/kern_case.h \
+		$(BUILD)/obj/runtime/attn_ref.o
+	@mkdir -p $(dir $@)
+	$(CC) $(KERN_TEST_CFLAGS) -o $@ $< $(BUILD)/obj/runtime/attn_ref.o \
+		$(LDFLAGS) $(CHECK_LIBS) -lm
+
+.PHONY: check-kernels-ref
+check-kernels-ref: $(BUILD)/tests/test_kernels_ref
+	$(BUILD)/tests/test_kernels_ref
+
+CHECK_TARGETS += check-kernels-ref
