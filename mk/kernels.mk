@@ -3,8 +3,10 @@
 # launched through the driver API by runtime/kernels.c), their CPU references
 # (runtime/attn_ref.c, always built) and their tests.
 #
-# The kernels are built when nvcc and cuda.h are found; otherwise the build
-# says so in one line and goes on without them (VKV_HAVE_KERNELS undefined).
+# The kernels are built when nvcc and cuda.h are found and the driver loader
+# (runtime/cuda_driver.c, added by the cuda backend's fragment, which sorts
+# before this one) is part of libvkv; otherwise the build says so in one
+# line and goes on without them (VKV_HAVE_KERNELS undefined).
 
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 NVCC_GENCODE ?= -gencode arch=compute_80,code=sm_80 \
@@ -18,7 +20,9 @@ HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
 
 LIB_SRCS += runtime/attn_ref.c
 
-ifeq ($(HAVE_CUDA_H)$(HAVE_NVCC),11)
+KERN_BUILD := $(HAVE_CUDA_H)$(HAVE_NVCC)$(if $(filter runtime/cuda_driver.c,$(LIB_SRCS)),1)
+
+ifeq ($(KERN_BUILD),111)
 LIB_SRCS += runtime/kernels.c runtime/kernels_blob.c
 CFLAGS += -DVKV_HAVE_KERNELS
 
@@ -28,8 +32,10 @@ $(BUILD)/kernels/%.fatbin: kernels/%.cu kernels/vkv_kern_abi.h
 
 $(BUILD)/obj/runtime/kernels_blob.o: $(KERN_FATBINS)
 $(BUILD)/obj/runtime/kernels_blob.o: CFLAGS += -DVKV_FATBIN_DIR='"$(BUILD)/kernels"'
-else
+else ifneq ($(HAVE_NVCC),1)
 $(info vkv: nvcc not found ($(NVCC)); building without the CUDA kernels)
+else ifeq ($(HAVE_CUDA_H),1)
+$(info vkv: the CUDA driver loader is not built; building without the CUDA kernels)
 endif
 
 # ---------------------------------------------------------------- tests
@@ -47,3 +53,15 @@ check-kernels-ref: $(BUILD)/tests/test_kernels_ref
 	$(BUILD)/tests/test_kernels_ref
 
 CHECK_TARGETS += check-kernels-ref
+
+# The kernels against their references: real kernels on a GPU; under the
+# CUDA test double the test's own host versions stand in for them, which
+# checks the launcher. Exits 77 without a driver. -rdynamic lets the
+# double find the host versions.
+ifeq ($(KERN_BUILD),111)
+$(BUILD)/tests/test_kernels_gpu: tests/test_kernels_gpu.c tests/kern_case.h \
+		$(BUILD)/lib/libvkv.a
+	@mkdir -p $(dir $@)
+	$(CC) $(KERN_TEST_CFLAGS) -rdynamic -o $@ $< $(BUILD)/lib/libvkv.a \
+		$(LDFLAGS) $(LDLIBS_VKV) $(LIB_LDLIBS) $(CHECK_LIBS) -lm
+endif
