@@ -113,6 +113,7 @@ struct vkv_page {
  */
 struct vkv_pool {
 	pthread_mutex_t lock;
+	pthread_cond_t created;    /* creations in flight finished */
 	struct vkv_backend *backend;
 	uint64_t page_size;
 	uint64_t budget_pages;     /* 0 = uncapped */

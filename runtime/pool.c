@@ -37,7 +37,19 @@ int vkv__pool_init(struct vkv_pool *p, struct vkv_backend *b, uint64_t budget,
 	if (p->high_pages < p->low_pages)
 		p->high_pages = p->low_pages;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->created, NULL);
 	return 0;
+}
+
+/* Stats for pages released (n) of which free_n were on the free list. */
+static void count_released(struct vkv_pool *p, uint64_t n, uint64_t free_n)
+{
+	struct vkv_stats_segment *s = vkv__stats_begin();
+
+	s->pages_released += n;
+	s->committed_bytes -= n * p->page_size;
+	s->pages_free -= free_n;
+	vkv__stats_end();
 }
 
 static void release_pages(struct vkv_pool *p, struct vkv_page **pages, size_t n)
@@ -63,13 +75,8 @@ uint64_t vkv__pool_drain(struct vkv_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	release_pages(p, list, n);
 	free(list);
-	if (n) {
-		struct vkv_stats_segment *s = vkv__stats_begin();
-		s->pages_released += n;
-		s->committed_bytes -= n * p->page_size;
-		s->pages_free -= n;
-		vkv__stats_end();
-	}
+	if (n)
+		count_released(p, n, n);
 	return n;
 }
 
@@ -80,6 +87,7 @@ void vkv__pool_fini(struct vkv_pool *p)
 		vkv__warn("pool destroyed with %llu pages still mapped",
 			  (unsigned long long)p->pages_total);
 	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->created);
 }
 
 uint64_t vkv__pool_headroom(struct vkv_pool *p)
@@ -152,25 +160,32 @@ int vkv__pool_get(struct vkv_pool *p, struct vkv_page **out, size_t n)
 	int err;
 
 	pthread_mutex_lock(&p->lock);
-	take = n < p->pages_free ? n : p->pages_free;
-	missing = n - take;
+	for (;;) {
+		take = n < p->pages_free ? n : p->pages_free;
+		missing = n - take;
+		if (missing <= vkv__pool_headroom(p) || !p->pages_creating)
+			break;
+		/* The worker is creating pages the budget counts already:
+		 * they are ours as soon as they land. */
+		pthread_cond_wait(&p->created, &p->lock);
+	}
 	if (missing > vkv__pool_headroom(p)) {
 		uint64_t cap = p->budget_pages, used = p->pages_total;
+		struct vkv_stats_segment *s;
 
 		pthread_mutex_unlock(&p->lock);
-		{
-			struct vkv_stats_segment *s = vkv__stats_begin();
-			s->enomem++;
-			vkv__stats_end();
-		}
+		s = vkv__stats_begin();
+		s->enomem++;
+		vkv__stats_end();
 		return vkv__set_error(-ENOMEM,
-				      "pool budget of %llu pages exhausted (%llu created, %llu needed)",
+				      "pool budget of %llu pages exhausted (%llu created, %llu more needed)",
 				      (unsigned long long)cap,
 				      (unsigned long long)used,
 				      (unsigned long long)missing);
 	}
 	p->pages_free -= take;
-	memcpy(out, p->free + p->pages_free, take * sizeof(*out));
+	if (take)
+		memcpy(out, p->free + p->pages_free, take * sizeof(*out));
 	p->pages_creating += missing;
 	pthread_mutex_unlock(&p->lock);
 
@@ -178,16 +193,18 @@ int vkv__pool_get(struct vkv_pool *p, struct vkv_page **out, size_t n)
 
 	pthread_mutex_lock(&p->lock);
 	p->pages_creating -= missing;
+	pthread_cond_broadcast(&p->created);
 	if (err && take && free_reserve(p, take) != 0) {
 		/* Cannot even remember them: release them. */
 		p->pages_total -= take;
 		pthread_mutex_unlock(&p->lock);
 		release_pages(p, out, take);
-		count_created(p, 0, -(uint64_t)take);
+		count_released(p, take, take);
 		return err;
 	}
 	if (err) {
-		memcpy(p->free + p->pages_free, out, take * sizeof(*out));
+		if (take)
+			memcpy(p->free + p->pages_free, out, take * sizeof(*out));
 		p->pages_free += take;
 		take = 0;
 	} else {
@@ -203,6 +220,8 @@ void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n)
 {
 	size_t kept = n;
 
+	if (n == 0)
+		return;
 	pthread_mutex_lock(&p->lock);
 	if (free_reserve(p, n) != 0) {
 		/* No room to remember them: release them instead. */
@@ -215,15 +234,10 @@ void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n)
 	pthread_mutex_unlock(&p->lock);
 	if (!kept) {
 		release_pages(p, (struct vkv_page **)pages, n);
-		struct vkv_stats_segment *s = vkv__stats_begin();
-		s->pages_released += n;
-		s->committed_bytes -= n * p->page_size;
-		vkv__stats_end();
+		count_released(p, n, 0);
 		return;
 	}
-	struct vkv_stats_segment *s = vkv__stats_begin();
-	s->pages_free += kept;
-	vkv__stats_end();
+	count_created(p, 0, kept);
 }
 
 bool vkv__pool_needs_balance(struct vkv_pool *p)
@@ -268,17 +282,14 @@ bool vkv__pool_balance(struct vkv_pool *p)
 
 	if (!grow) {
 		release_pages(p, batch, n);
-		struct vkv_stats_segment *s = vkv__stats_begin();
-		s->pages_released += n;
-		s->committed_bytes -= n * p->page_size;
-		s->pages_free -= n;
-		vkv__stats_end();
+		count_released(p, n, n);
 		return true;
 	}
 	int err = create_pages(p, batch, n);
 
 	pthread_mutex_lock(&p->lock);
 	p->pages_creating -= n;
+	pthread_cond_broadcast(&p->created);
 	if (!err && free_reserve(p, n) == 0) {
 		memcpy(p->free + p->pages_free, batch, n * sizeof(*batch));
 		p->pages_free += n;
@@ -286,6 +297,8 @@ bool vkv__pool_balance(struct vkv_pool *p)
 	} else if (!err) {
 		pthread_mutex_unlock(&p->lock);
 		release_pages(p, batch, n);
+		count_created(p, n, 0);
+		count_released(p, n, 0);
 		return false;
 	}
 	pthread_mutex_unlock(&p->lock);

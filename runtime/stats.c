@@ -52,16 +52,16 @@ static uint64_t realtime_ns(void)
 struct vkv_stats_segment *vkv__stats_begin(void)
 {
 	pthread_mutex_lock(&lock);
+	/* acq_rel: the stores that follow cannot move above the odd seq. */
 	atomic_fetch_add_explicit((_Atomic uint64_t *)&seg->seq, 1,
 				  memory_order_acq_rel);
-	atomic_thread_fence(memory_order_release);
 	return seg;
 }
 
 void vkv__stats_end(void)
 {
 	seg->update_ns = realtime_ns();
-	atomic_thread_fence(memory_order_release);
+	/* release: the stores above cannot move below the even seq. */
 	atomic_fetch_add_explicit((_Atomic uint64_t *)&seg->seq, 1,
 				  memory_order_release);
 	pthread_mutex_unlock(&lock);
