@@ -37,6 +37,7 @@ struct bench_cmd {
 int bench_map(int argc, char **argv);
 int bench_step(int argc, char **argv);
 int bench_serve(int argc, char **argv);
+int bench_attn(int argc, char **argv);
 
 /* ------------------------------------------------------------ JSON writer
  *
@@ -108,6 +109,44 @@ uint64_t bench_rng_u64(struct bench_rng *r);
 double bench_rng_unit(struct bench_rng *r);
 /* Standard normal (Box-Muller). */
 double bench_rng_normal(struct bench_rng *r);
+
+/* ------------------------------------------------------------------ traces
+ *
+ * A serving trace: requests with an arrival time, a prompt length and an
+ * output length in tokens, and optionally the id of a shared prefix (a
+ * system prompt; 0 = none). Built-in traces are drawn with a fixed seed
+ * (see trace.c for the distributions); a CSV file has lines
+ * `arrival,prompt_len,output_len[,prefix_id]` (arrival in seconds; lines
+ * starting with '#' or a letter are skipped).
+ */
+struct bench_req {
+	double arrival;     /* seconds from the start */
+	uint32_t prompt;    /* tokens, >= 1 */
+	uint32_t output;    /* tokens generated, >= 1 */
+	uint32_t prefix_id; /* 0 = no shared prefix */
+};
+
+struct bench_trace {
+	char name[64];
+	size_t n;
+	struct bench_req *reqs;
+	double mean_prompt, mean_output; /* of the requests as drawn */
+	uint64_t clamped; /* requests shortened to fit max_context */
+};
+
+struct bench_trace_params {
+	const char *spec;    /* "sharegpt", "alpaca" or a CSV path */
+	size_t requests;     /* built-in: how many; CSV: first N (0 = all) */
+	uint64_t seed;
+	uint64_t max_context;/* prompt + output is clamped to this */
+	double rate;         /* built-in: Poisson arrivals per second, 0 = all at 0 */
+	double prefix_share; /* built-in: fraction of requests with prefix 1 */
+};
+
+/* 0, -EINVAL (unknown trace, bad CSV line: detail on stderr), -ENOENT,
+ * -ENOMEM. */
+int bench_trace_load(struct bench_trace *t, const struct bench_trace_params *p);
+void bench_trace_free(struct bench_trace *t);
 
 /* ------------------------------------------------------------ stats reader
  *
