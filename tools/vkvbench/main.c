@@ -22,6 +22,8 @@ static const struct bench_cmd cmds[] = {
 	  bench_step },
 	{ "serve", "the demo: a small batched decoder serving a trace from vkv regions",
 	  bench_serve },
+	{ "attn", "decode attention: vkv's contiguous layout vs 16-token paged blocks",
+	  bench_attn },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
