@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: MIT
+# kmod: the kmod backend and the /dev/vkv wrapper in libvkv, and the
+# statically linked programs that tests/kmod/run.sh packs into its VM.
+# The kernel module itself is built by Kbuild (Kbuild, kmod/), never here.
+#
+#   make check-kmod      build the VM suite; run it (it skips without
+#                        /dev/vkv, which is the case on any build host)
+#   make kmod-vm-progs   the static programs for the VM, in $(BUILD)/kmod-vm
+#   tests/kmod/run.sh    the real test: boots both Debian kernels in qemu
+
+LIB_SRCS += runtime/backend_kmod.c runtime/kmod_dev.c
+
+KMOD_VM := $(BUILD)/kmod-vm
+KMOD_STATIC_LIBS := -lcheck -lsubunit -lrt -lm -pthread
+KMOD_TEST_SRCS := tests/kmod/test_kmod.c runtime/kmod_dev.c
+KMOD_TEST_DEPS := $(KMOD_TEST_SRCS) runtime/kmod_dev.h include/uapi/vkv_ioctl.h
+
+$(BUILD)/tests/test_kmod: $(KMOD_TEST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $(KMOD_TEST_SRCS) $(LDFLAGS) \
+		$(CHECK_LIBS)
+
+$(KMOD_VM)/test_kmod: $(KMOD_TEST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -static -o $@ $(KMOD_TEST_SRCS) \
+		$(KMOD_STATIC_LIBS)
+
+$(KMOD_VM)/vm_exit: tests/kmod/vm_exit.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -static -o $@ $<
+
+# The core suite, static, for VKV_BACKEND=kmod inside the VM. glibc warns
+# that dlopen needs the shared libc at run time; the VM has none and the
+# cuda backend is not used there.
+$(KMOD_VM)/test_core: tests/test_core.c $(BUILD)/lib/libvkv.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -static -o $@ $< $(BUILD)/lib/libvkv.a \
+		$(KMOD_STATIC_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS) >$@.log 2>&1 || \
+		{ cat $@.log; exit 1; }
+	@grep -v -e 'dlopen' -e 'statically linked' -e 'in function' $@.log || true
+
+ALL_TARGETS += $(BUILD)/tests/test_kmod
+CHECK_TARGETS += check-kmod
+
+.PHONY: check-kmod kmod-vm-progs
+check-kmod: $(BUILD)/tests/test_kmod
+	@$(BUILD)/tests/test_kmod; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ]
+
+kmod-vm-progs: $(KMOD_VM)/test_kmod $(KMOD_VM)/vm_exit $(KMOD_VM)/test_core

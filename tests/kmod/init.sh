@@ -1,0 +1,81 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# /init of the vkv.ko test VM, packed into the initramfs by run.sh.
+# Loads the module, runs the tests, unloads it, checks dmesg and the taint
+# flags, prints "vkv-vm: VERDICT PASS|FAIL" on the serial console and ends
+# the VM through isa-debug-exit with status 0 (pass) or 1 (fail).
+# The kernel command line may carry vkvplant=failtest (a planted failure).
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+exec 0</dev/console 1>/dev/console 2>&1
+
+fail=0
+say() { echo "vkv-vm: $*"; }
+run() {
+	name=$1
+	shift
+	say "RUN  $name"
+	"$@"
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		say "PASS $name"
+	else
+		say "FAIL $name (rc $rc)"
+		fail=1
+	fi
+}
+finish() {
+	if [ "$fail" -eq 0 ]; then
+		say "VERDICT PASS"
+		/bin/vm_exit 0
+	else
+		say "VERDICT FAIL"
+		/bin/vm_exit 1
+	fi
+	poweroff -f
+}
+
+say "kernel $(uname -r), $(nproc) cpus, $(grep MemTotal /proc/meminfo)"
+# Check's default per-test timeout is too short for emulated CPUs.
+export CK_DEFAULT_TIMEOUT=240 VKV_LOG=quiet
+
+if [ -e /brd.ko ]; then
+	insmod /brd.ko rd_nr=1 rd_size=16384 && export VKV_TEST_BLOCKDEV=/dev/ram0
+fi
+run insmod insmod /vkv.ko
+run devnode test -c /dev/vkv
+[ "$fail" -eq 0 ] || finish
+
+run test_kmod /bin/test_kmod
+if [ -x /bin/test_core ]; then
+	run core-kmod-2m env VKV_BACKEND=kmod VKV_TEST_PAGE=2097152 /bin/test_core
+	run core-kmod-4k env VKV_BACKEND=kmod VKV_TEST_PAGE=4096 /bin/test_core
+fi
+[ "${vkvplant:-}" = failtest ] && run planted-failure false
+
+run counters-at-zero test "$(cat /sys/class/misc/vkv/bytes)" = 0 -a \
+	"$(cat /sys/class/misc/vkv/buffers)" = 0
+run rmmod rmmod vkv
+
+dmesg >/tmp/dmesg
+if grep -E 'WARNING:|BUG:|BUG |Oops|Call Trace|general protection|pagealloc: memory corruption|page allocation failure|Out of memory' /tmp/dmesg; then
+	say "FAIL dmesg (lines above)"
+	fail=1
+else
+	say "PASS dmesg"
+fi
+taint=$(cat /proc/sys/kernel/tainted)
+# O (out-of-tree, 4096) and E (unsigned, 8192) are expected.
+bad=$((taint & ~(4096 | 8192)))
+if [ "$bad" -ne 0 ]; then
+	say "FAIL taint $taint (unexpected bits $bad)"
+	fail=1
+else
+	say "PASS taint $taint"
+fi
+[ "$fail" -eq 0 ] || tail -n 60 /tmp/dmesg
+finish
