@@ -59,9 +59,25 @@ CHECK_TARGETS += check-kernels-ref
 # checks the launcher. Exits 77 without a driver. -rdynamic lets the
 # double find the host versions.
 ifeq ($(KERN_BUILD),111)
-$(BUILD)/tests/test_kernels_gpu: tests/test_kernels_gpu.c tests/kern_case.h \
+TEST_KERNELS_GPU := $(BUILD)/tests/test_kernels_gpu
+
+$(TEST_KERNELS_GPU): tests/test_kernels_gpu.c tests/kern_case.h \
 		$(BUILD)/lib/libvkv.a
 	@mkdir -p $(dir $@)
 	$(CC) $(KERN_TEST_CFLAGS) -rdynamic -o $@ $< $(BUILD)/lib/libvkv.a \
 		$(LDFLAGS) $(LDLIBS_VKV) $(LIB_LDLIBS) $(CHECK_LIBS) -lm
+
+ALL_TARGETS += $(TEST_KERNELS_GPU)
+
+# In `make check`: against the test double (tests/gpu/run.sh runs the same
+# program against the real driver).
+.PHONY: check-kernels-gpu valgrind-kernels
+check-kernels-gpu: $(TEST_KERNELS_GPU) $(CUDADOUBLE)
+	$(CUDADOUBLE_ENV) VKV_LOG=quiet $(TEST_KERNELS_GPU)
+
+valgrind-kernels: $(TEST_KERNELS_GPU) $(CUDADOUBLE)
+	$(CUDADOUBLE_ENV) VKV_LOG=quiet $(VALGRIND) $(TEST_KERNELS_GPU)
+valgrind: valgrind-kernels
+
+CHECK_TARGETS += check-kernels-gpu
 endif
