@@ -194,6 +194,8 @@ struct vkv_region {
 	uint32_t slots_active; /* (ctx->lock) */
 	uint32_t slots_cached; /* (ctx->lock) */
 	uint64_t pages_mapped; /* page mappings, shared ones once per slot */
+	uint32_t worker_in;    /* worker calls inside this region (ctx->lock);
+				  destroy waits for zero */
 	struct vkv_region *next; /* ctx's list (ctx->lock) */
 };
 

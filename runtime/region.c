@@ -435,6 +435,9 @@ VKV_API int vkv_region_destroy(vkv_region *r)
 	if (*pp)
 		*pp = r->next;
 	ctx->nregions--;
+	/* Unlinked: the worker cannot find it again; wait for it to leave. */
+	while (r->worker_in)
+		pthread_cond_wait(&ctx->cond, &ctx->lock);
 	for (uint32_t s = 0; s < r->cfg.max_slots; s++) {
 		struct vkv_slot *sl = &r->slots[s];
 
@@ -762,8 +765,13 @@ bool vkv__region_lookahead(struct vkv_region *r)
 	memmove(r->queue, r->queue + 1, --r->queue_len * sizeof(*r->queue));
 	sl = &r->slots[s];
 	sl->queued = false;
-	if (sl->state == VKV_SLOT_ACTIVE && sl->want > sl->mapped)
+	if (sl->state == VKV_SLOT_ACTIVE && sl->want > sl->mapped) {
+		/* slot_grow may drop the lock: keep destroy out meanwhile. */
+		r->worker_in++;
 		slot_grow(r, s, sl->want, true); /* errors: step retries, reports */
+		if (--r->worker_in == 0)
+			pthread_cond_broadcast(&r->ctx->cond);
+	}
 	return true;
 }
 

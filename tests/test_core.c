@@ -890,6 +890,38 @@ START_TEST(threaded_stress)
 }
 END_TEST
 
+/* Destroying a region while the worker commits look-ahead into it. */
+START_TEST(destroy_races_worker)
+{
+	vkv_ctx *ctx = make_ctx(0, 0);
+
+	for (int i = 0; i < 30; i++) {
+		struct vkv_region_config rc;
+		vkv_region *r;
+		uint32_t s[4];
+		uint64_t lens[4] = { 1, 1, 1, 1 };
+
+		vkv_region_config_init(&rc);
+		rc.layers = 2;
+		rc.kv_heads = 1;
+		rc.head_dim = 64;
+		rc.max_slots = 4;
+		rc.max_context = 1 << 16;
+		rc.lookahead = 1 << 14; /* plenty of look-ahead work */
+		OK(vkv_region_create(ctx, &rc, &r));
+		for (int j = 0; j < 4; j++)
+			OK(vkv_slot_alloc(r, 0, &s[j]));
+		OK(vkv_step(r, s, lens, 4));
+		OK(vkv_region_destroy(r));
+	}
+	struct vkv_ctx_info ci;
+	OK(vkv_ctx_quiesce(ctx));
+	OK(vkv_ctx_info(ctx, &ci));
+	ck_assert_uint_eq(ci.pages_mapped, 0);
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
@@ -935,6 +967,7 @@ static Suite *core_suite(void)
 	tc = tcase_create("threads");
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, threaded_stress);
+	tcase_add_test(tc, destroy_races_worker);
 	suite_add_tcase(s, tc);
 	return s;
 }
