@@ -9,7 +9,7 @@
 #
 # Parts add themselves through mk/*.mk: they append to LIB_SRCS (sources of
 # libvkv), BINS (programs in $(BUILD)/bin), CHECK_TARGETS (phony targets run
-# by `make check`) and ALL_TARGETS.
+# by `make check`), VALGRIND_TARGETS (run by `make valgrind`) and ALL_TARGETS.
 
 BUILD ?= build
 PREFIX ?= /usr/local
@@ -53,6 +53,7 @@ LIB_SRCS := runtime/error.c runtime/options.c runtime/fault.c \
 	runtime/region.c runtime/ctx.c runtime/stats.c
 BINS :=
 CHECK_TARGETS :=
+VALGRIND_TARGETS :=
 ALL_TARGETS :=
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
@@ -101,6 +102,7 @@ $(BUILD)/lib/pkgconfig/vkv.pc: vkv.pc.in Makefile
 $(LIB_OBJS): CFLAGS += -fvisibility=hidden
 
 check: $(CHECK_TARGETS)
+valgrind: $(VALGRIND_TARGETS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include \

@@ -22,6 +22,8 @@ check-options-doc:
 CHECK_TARGETS += check-core check-core-4k check-options-doc
 
 VALGRIND := valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q
-valgrind: $(TEST_CORE)
+.PHONY: valgrind-core
+VALGRIND_TARGETS += valgrind-core
+valgrind-core: $(TEST_CORE)
 	CK_FORK=no VKV_TEST_NO_SIGNALS=1 VKV_LOG=quiet VKV_BACKEND=host VKV_TEST_PAGE=4096 \
 		$(VALGRIND) $(TEST_CORE)
