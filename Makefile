@@ -25,7 +25,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wvla
 BASE_CFLAGS := -std=gnu11 -g $(OPT) $(WARN) -fPIC -D_GNU_SOURCE \
 	-Iinclude -Iruntime -pthread
-LDLIBS_VKV := -pthread -ldl
+LDLIBS_VKV := -pthread -ldl -lm
 
 ifeq ($(SAN),asan)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=all \
