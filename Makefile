@@ -78,7 +78,13 @@ LIBA := $(BUILD)/lib/libvkv.a
 lib: $(LIBSO) $(LIBA) $(BUILD)/lib/pkgconfig/vkv.pc
 all: $(BINS:%=$(BUILD)/bin/%) $(ALL_TARGETS)
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were built with, so that a changed
+# configuration (a part's fragment appearing, SAN=...) rebuilds them.
+FLAGS_FILE := $(BUILD)/.cflags
+FLAGS_NOW := $(subst ','\'',$(CC) $(CFLAGS))
+$(shell mkdir -p $(BUILD) && (printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $(FLAGS_FILE) || printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_FILE)))
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
