@@ -35,6 +35,7 @@ step check-asan make -j"$JOBS" SAN=asan BUILD=build-asan check
 step check-tsan make -j"$JOBS" SAN=tsan BUILD=build-tsan check
 step valgrind make -j"$JOBS" valgrind
 step lint make lint
+step install tests/check_install.sh
 # parts append their steps below this line
 
 echo
