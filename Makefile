@@ -132,6 +132,7 @@ format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 		--inline-suppr --suppress=missingIncludeSystem -D__GNUC__ -DVKV_HAVE_CUDA \
+		-DVKV_FATBIN_DIR=\"build/kernels\" \
 		-Iinclude -Iruntime runtime tools
 
 # The README's two commands.
