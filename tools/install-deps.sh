@@ -15,6 +15,12 @@ PKGS=(
 	valgrind
 	fio
 	tmux
+	qemu-system-x86
+	linux-headers-amd64
+	linux-headers-6.12-amd64
+	busybox-static
+	cpio
+	sparse
 )
 
 missing=()

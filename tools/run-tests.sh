@@ -37,6 +37,7 @@ step valgrind make -j"$JOBS" valgrind
 step lint make lint
 step install tests/check_install.sh
 # parts append their steps below this line
+step kmod-vm tests/kmod/run.sh
 
 echo
 [ ${#failed_names[@]} -eq 0 ] || echo "failed: ${failed_names[*]}"
