@@ -15,6 +15,9 @@ PKGS=(
 	valgrind
 	fio
 	tmux
+	clang
+	prometheus
+	python3
 	qemu-system-x86
 	linux-headers-amd64
 	linux-headers-6.12-amd64

@@ -36,6 +36,9 @@ step check-tsan make -j"$JOBS" SAN=tsan BUILD=build-tsan check
 step valgrind make -j"$JOBS" valgrind
 step lint make lint
 step install tests/check_install.sh
+step vkvstat-cli make vkvstat-test-cli
+step vkvstat-serve make vkvstat-test-serve
+step vkvstat-fuzz make BUILD=build-fuzz vkvstat-fuzz-run
 # parts append their steps below this line
 step kmod-vm tests/kmod/run.sh
 

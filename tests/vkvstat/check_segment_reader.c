@@ -603,6 +603,13 @@ static Suite *reader_suite(void)
 	tcase_add_test(tc, test_busy_live);
 	tcase_add_test(tc, test_pid_reused);
 	tcase_add_test(tc, test_permission_denied);
+	suite_add_tcase(s, tc);
+
+	/* Threads racing the reader: tagged, so valgrind can leave them out. */
+	tc = tcase_create("race");
+	tcase_set_tags(tc, "race");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_concurrent_writer);
 	tcase_add_test(tc, test_truncated_while_reading);
 	suite_add_tcase(s, tc);

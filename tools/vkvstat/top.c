@@ -38,7 +38,7 @@ const char *const vkvstat_top_sort_keys[] = {
 
 #define MAX_LINES 200
 #define LINE_MAX_W 256
-#define BAR_W 12
+#define BAR_W 10
 
 enum style { ST_PLAIN, ST_TITLE, ST_HEAD, ST_WARN };
 
@@ -205,7 +205,7 @@ static void build(struct screen *sc, const struct vkvstat_snapshot *s,
 			"without top says why)", s->scan.count[VKVSTAT_SEG_DENIED],
 		    s->scan.count[VKVSTAT_SEG_BAD], s->scan.count[VKVSTAT_SEG_BUSY]);
 	add(sc, ST_PLAIN, "%s", "");
-	add(sc, ST_HEAD, "    PID COMM        COMMIT  IN USE    PEAK FRAG  SLOTS "
+	add(sc, ST_HEAD, "    PID COMM       COMMIT IN USE   PEAK FRAG SLOTS "
 		"EV/s RS/s  GB/s OCCUPANCY");
 	/* rows left: keep the tier and key lines on screen */
 	room = sc->h > sc->n + 6 + s->gpus.n ? sc->h - sc->n - 6 - s->gpus.n : 1;
@@ -218,7 +218,7 @@ static void build(struct screen *sc, const struct vkvstat_snapshot *s,
 		rate(d, sizeof(d), rows[i].ev_s, 0);
 		rate(e, sizeof(e), rows[i].rs_s, 0);
 		rate(f, sizeof(f), rows[i].gbs, 2);
-		add(sc, ST_PLAIN, "%7d %-10.10s %7s %7s %7s %3.0f%% %6s %4s %4s %5s %s",
+		add(sc, ST_PLAIN, "%7d %-10.10s %6s %6s %6s %3.0f%% %5s %4s %4s %5s %s",
 		    rows[i].p->pid, x->comm,
 		    vkvstat_size(a, sizeof(a), x->committed_bytes),
 		    vkvstat_size(b, sizeof(b), x->in_use_bytes),

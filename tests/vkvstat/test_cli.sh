@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# vkvstat end to end against a real libvkv process (vkvstat_wooad): the
+# table, --json, --prometheus (promtool), exit codes, hostile and dead
+# segments next to a live one, `top` driven in tmux (80x24, keys s and q,
+# screen captured), and `probe --json` (which must finish without a GPU).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. tests/vkvstat/lib.sh
+
+WORKLOAD=$BUILD/tests/vkvstat_workload
+[ -x "$WORKLOAD" ] || fail "$WORKLOAD is not built"
+
+# --- a live process ------------------------------------------------------
+VKV_LOG=quiet "$WORKLOAD" 120 >"$T/workload.out" 2>&1 &
+WPID=$!
+BG_PIDS+=("$WPID")
+for ((i = 0; i < 100; i++)); do
+	grep -q ready "$T/workload.out" && break
+	kill -0 "$WPID" 2>/dev/null || fail "workload died: $(cat "$T/workload.out")"
+	sleep 0.1
+done
+[ -e "$VKV_STATS_DIR/vkv-stats.$WPID" ] || fail "libvkv wrote no segment in $VKV_STATS_DIR"
+check_json_and_prometheus "$WPID"
+
+# --- the table: no colour without a terminal, the pid listed -------------
+"$VKVSTAT" >"$T/table" 2>"$T/table.err" || fail "table exit status"
+grep -Eq "^ *$WPID vkvstat_wo" "$T/table" || fail "table lacks the process: $(cat "$T/table")"
+grep -q $'\033' "$T/table" && fail "escape codes in output to a pipe"
+"$VKVSTAT" --color=always | grep -q $'\033\[1m' || fail "--color=always gives no colour"
+awk 'length > 80 { exit 1 }' "$T/table" || fail "table wider than 80 columns"
+ok "table lists pid $WPID, plain text, fits 80 columns"
+
+# --- exit codes ----------------------------------------------------------
+"$VKVSTAT" --bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "unknown option must exit 2"
+"$VKVSTAT" top --json >/dev/null 2>&1; [ $? -eq 2 ] || fail "top --json must exit 2"
+"$VKVSTAT" --dir "$T/nonexistent" >/dev/null 2>"$T/err"; [ $? -eq 1 ] || fail "missing dir must exit 1"
+grep -q "cannot read the stats directory" "$T/err" || fail "missing dir: no diagnostic"
+mkdir "$T/empty"
+"$VKVSTAT" --json --dir "$T/empty" | python3 -c 'import json,sys; assert json.load(sys.stdin)["processes"] == []' ||
+	fail "empty dir: processes must be []"
+ok "exit codes 0 / 1 / 2"
+
+# --- hostile and dead segments next to the live one ----------------------
+SEG=$VKV_STATS_DIR/vkv-stats.$WPID
+# garbage under a live pid's name (ours): rejected, reported, not removed
+head -c 5000 /dev/urandom >"$VKV_STATS_DIR/vkv-stats.$$"
+# a valid segment of a process that is gone, last written a minute ago
+sleep 0 & DEAD=$!; wait $DEAD
+python3 - "$SEG" "$VKV_STATS_DIR/vkv-stats.$DEAD" "$DEAD" <<'PY'
+import struct, sys, time
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<Q", b, 16, 0)                      # seq
+struct.pack_into("<i", b, 24, int(sys.argv[3]))       # pid
+old = int((time.time() - 60) * 1e9)
+struct.pack_into("<QQ", b, 32, old - 10**9, old)      # start_ns, update_ns
+b[48:80] = b"\x1b[31mevil\"\\\n".ljust(32, b"\xff")  # comm, no NUL
+open(sys.argv[2], "wb").write(b)
+PY
+"$VKVSTAT" --json >"$T/json" 2>"$T/err" || fail "exit status with bad segments"
+python3 - "$T/json" "$WPID" "$$" "$DEAD" <<'PY' || fail "JSON with bad segments"
+import json, sys
+d = json.load(open(sys.argv[1]))
+live, bad, dead = map(int, sys.argv[2:])
+assert [p["pid"] for p in d["processes"]] == [live], d["processes"]
+sk = {s["pid"]: s for s in d["skipped"]}
+assert sk[bad]["state"] == "bad" and not sk[bad]["removed"], sk
+assert sk[dead]["state"] == "dead" and sk[dead]["removed"], sk
+PY
+[ -e "$VKV_STATS_DIR/vkv-stats.$$" ] || fail "a bad segment was removed"
+[ -e "$VKV_STATS_DIR/vkv-stats.$DEAD" ] && fail "the dead segment was not removed"
+grep -q "ignored: wrong magic" "$T/err" || fail "no diagnostic for the bad segment: $(cat "$T/err")"
+grep -q "removed .*vkv-stats.$DEAD" "$T/err" || fail "no diagnostic for the removal"
+"$VKVSTAT" --prometheus 2>/dev/null | promtool check metrics >/dev/null 2>&1 ||
+	{ command -v promtool >/dev/null && fail "promtool with a bad segment present"; }
+rm -f "$VKV_STATS_DIR/vkv-stats.$$"
+ok "bad segment ignored and kept, dead one removed, output still valid"
+
+# --- top, non-interactive -------------------------------------------------
+"$VKVSTAT" top --once >"$T/top1" || fail "top --once exit status"
+grep -Eq "^ *$WPID vkvstat_wo" "$T/top1" || fail "top --once lacks the process"
+"$VKVSTAT" top -n 2 -d 0.1 | grep -c "^vkvstat top" | grep -qx 2 || fail "top -n 2 must print 2 screens"
+ok "top --once / -n"
+
+# --- top in tmux: 80x24, keys, screen ------------------------------------
+if command -v tmux >/dev/null; then
+	TMUX_SOCK=$T/tmux.sock
+	tm() { tmux -S "$TMUX_SOCK" "$@"; }
+	tm new-session -d -x 80 -y 24 -s vkvtop \
+		"env VKV_STATS_DIR='$VKV_STATS_DIR' TERM=xterm $VKVSTAT top -d 0.2; echo exit=\$? >'$T/top.rc'; sleep 5" ||
+		fail "tmux new-session"
+	screen_has() { # $1 regex, $2 tries
+		local i
+		for ((i = 0; i < ${2:-50}; i++)); do
+			tm capture-pane -p -t vkvtop >"$T/screen" 2>/dev/null
+			grep -Eq "$1" "$T/screen" && return 0
+			sleep 0.1
+		done
+		return 1
+	}
+	screen_has "^vkvstat top .* sort committed" || fail "top screen: $(cat "$T/screen")"
+	screen_has "^ *$WPID vkvstat_wo.*\[[#+.]{10}\]" || fail "top lacks the row: $(cat "$T/screen")"
+	grep -q "q quit" "$T/screen" || fail "top lacks the key line"
+	[ "$(wc -l <"$T/screen")" -le 24 ] || fail "top taller than 24 lines"
+	awk 'length > 80 { exit 1 }' "$T/screen" || fail "top wider than 80"
+	tm send-keys -t vkvtop s
+	screen_has "sort inuse" || fail "key s did not change the sort: $(cat "$T/screen")"
+	tm send-keys -t vkvtop q
+	for ((i = 0; i < 50; i++)); do
+		[ -s "$T/top.rc" ] && break
+		sleep 0.1
+	done
+	grep -qx "exit=0" "$T/top.rc" 2>/dev/null || fail "top did not quit on q with status 0"
+	tm capture-pane -p -t vkvtop >"$T/screen"
+	grep -q "vkvstat top" "$T/screen" && fail "alternate screen not left on q"
+	ok "top in tmux: screen, sort key, q quits and restores the screen"
+else
+	echo "note: tmux missing: interactive top not tested"
+fi
+
+# --- probe ----------------------------------------------------------------
+"$VKVSTAT" probe --json --dir "$T" --size 16M >"$T/probe" 2>"$T/probe.err" ||
+	fail "probe exit status: $(cat "$T/probe.err")"
+python3 - "$T/probe" <<'PY' || fail "probe JSON: $(cat "$T/probe")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["schema_version"] == 1
+assert len(d["numa_nodes"]) >= 1 and d["numa_nodes"][0]["total_bytes"] > 0
+assert d["gpus"] or d["gpu_error"], "no GPU and no reason"
+io = d["io"]
+assert io["measured"] or io["error"], io
+if io["measured"]:
+    assert io["write_gbps"] > 0 and io["read_gbps"] > 0
+print("probe:", "gpus", len(d["gpus"]), d["gpu_error"], "io", io)
+PY
+grep -q "vkvstat probe: done" "$T/probe.err" || fail "probe printed no progress"
+ok "probe --json completes"
+echo "PASS"
