@@ -71,7 +71,7 @@ $(VKVSTAT_WORKLOAD): tests/vkvstat/stats_workload.c $(BUILD)/lib/libvkv.a
 		$(LIB_LDLIBS)
 
 .PHONY: vkvstat-test-cli vkvstat-test-serve
-vkvstat-test-cli: $(BUILD)/bin/vkvstat $(VKVSTAT_WORKLOAD)
+vkvstat-test-cli: $(BUILD)/bin/vkvstat $(VKVSTAT_WORKLOAD) $(CUDADOUBLE)
 	BUILD=$(BUILD) tests/vkvstat/test_cli.sh
 # 77 (vkvbench serve not there) is a skip, reported in the output.
 vkvstat-test-serve: $(BUILD)/bin/vkvstat

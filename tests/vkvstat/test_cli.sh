@@ -76,6 +76,33 @@ grep -q "removed .*vkv-stats.$DEAD" "$T/err" || fail "no diagnostic for the remo
 rm -f "$VKV_STATS_DIR/vkv-stats.$$"
 ok "bad segment ignored and kept, dead one removed, output still valid"
 
+# --- kernel module counters from a fake sysfs ------------------------------
+FS=$T/sys
+mkdir -p "$FS/module/vkv/parameters" "$FS/class/misc/vkv/nodes/node0" \
+	"$FS/class/misc/vkv/nodes/node1" "$FS/class/misc/vkv/power"
+echo 1048576 >"$FS/class/misc/vkv/bytes"
+echo 3 >"$FS/class/misc/vkv/buffers"
+echo 10:58 >"$FS/class/misc/vkv/dev"          # not a counter
+echo "not a number" >"$FS/class/misc/vkv/junk" # not a counter
+echo 524288 >"$FS/class/misc/vkv/nodes/node0/bytes"
+echo 524288 >"$FS/class/misc/vkv/nodes/node1/bytes"
+echo 0 >"$FS/module/vkv/parameters/max_total"
+VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" --json | python3 -c '
+import json, sys
+k = json.load(sys.stdin)["kmod"]
+assert k["loaded"], k
+assert k["counters"] == {"bytes": 1048576, "buffers": 3, "param_max_total": 0}, k
+assert sorted((n["node"], n["name"], n["value"]) for n in k["nodes"]) == \
+    [(0, "bytes", 524288), (1, "bytes", 524288)], k
+' || fail "kmod counters in JSON"
+VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" | grep -q "node1.bytes *512K" || fail "kmod counters in the table"
+VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" --prometheus >"$T/prom"
+grep -qx 'vkv_kmod_node_bytes{node="1"} 524288' "$T/prom" || fail "kmod counters in Prometheus"
+if command -v promtool >/dev/null; then
+	promtool check metrics <"$T/prom" || fail "promtool with kmod counters"
+fi
+ok "kernel module counters (fake sysfs) in table, JSON and Prometheus"
+
 # --- top, non-interactive -------------------------------------------------
 "$VKVSTAT" top --once >"$T/top1" || fail "top --once exit status"
 grep -Eq "^ *$WPID vkvstat_wo" "$T/top1" || fail "top --once lacks the process"
@@ -135,4 +162,21 @@ print("probe:", "gpus", len(d["gpus"]), d["gpu_error"], "io", io)
 PY
 grep -q "vkvstat probe: done" "$T/probe.err" || fail "probe printed no progress"
 ok "probe --json completes"
+
+# --- probe's GPU path, against the CUDA test double -------------------------
+FAKECUDA=$BUILD/tests/cudadouble
+if [ -e "$FAKECUDA/libcuda.so.1" ]; then
+	LD_LIBRARY_PATH=$FAKECUDA "$VKVSTAT" probe --json --dir "$T" --size 4M \
+		>"$T/probe" 2>"$T/probe.err" || fail "probe on the test double"
+	python3 - "$T/probe" <<'PY' || fail "probe JSON on the test double: $(cat "$T/probe")"
+import json, sys
+g = json.load(open(sys.argv[1]))["gpus"]
+assert g and not g[0]["error"], g
+assert g[0]["vmm_granularity"] > 0 and g[0]["memory_bytes"] > 0
+assert g[0]["map_us_per_page"] > 0 and g[0]["pinned_h2d_gbps"] > 0
+PY
+	ok "probe measures a GPU through the driver table (test double)"
+else
+	echo "note: $FAKECUDA/libcuda.so.1 not built: probe's GPU path not tested"
+fi
 echo "PASS"
