@@ -5,7 +5,7 @@
 # On a machine with an NVIDIA GPU: builds everything, then runs, within
 # about 8 minutes, the cuda-backend tests against the real driver (never the
 # test double), the shim's GPU checks, the kernels against their CPU
-# references, and the benchmarks (map, step, tier, attn), and prints a
+# references, and the benchmarks (map, step, tier, attn, gather), and prints a
 # summary table last. With $OUT set, every step's log and JSON and a
 # summary.json land there. Parts that do not exist yet are reported
 # "absent", not failed.
@@ -263,7 +263,11 @@ else
 		absent bench-attn "no vkvbench attn"
 	fi
 	if has_cmd gather; then
-		bench bench-gather 60 ratio "$BENCH" gather --json
+		bench bench-gather-2m 60 ratio "$BENCH" gather --json
+		bench bench-gather-64k 60 gather.kernel_over_per_range "$BENCH" gather \
+			--range-size 64K --ranges 1024 --json
+	else
+		absent bench-gather "no vkvbench gather"
 	fi
 	if has_cmd serve && "$BENCH" serve --help 2>&1 | grep -q -- '--backend'; then
 		run_step serve-cuda-verify 120 check_key "$BENCH" serve --backend cuda --verify

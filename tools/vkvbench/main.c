@@ -24,6 +24,8 @@ static const struct bench_cmd cmds[] = {
 	  bench_serve },
 	{ "attn", "decode attention: vkv's contiguous layout vs 16-token paged blocks",
 	  bench_attn },
+	{ "gather", "a slot's pages device <-> pinned host: one kernel vs a copy per range",
+	  bench_gather },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -38,6 +38,7 @@ int bench_map(int argc, char **argv);
 int bench_step(int argc, char **argv);
 int bench_serve(int argc, char **argv);
 int bench_attn(int argc, char **argv);
+int bench_gather(int argc, char **argv);
 
 /* ------------------------------------------------------------ JSON writer
  *
