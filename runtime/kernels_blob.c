@@ -11,6 +11,7 @@
 #include "kernels.h"
 
 #ifndef VKV_FATBIN_DIR
+// cppcheck-suppress preprocessorErrorDirective
 #error "VKV_FATBIN_DIR must name the directory of the fatbins"
 #endif
 
