@@ -40,7 +40,7 @@ $(TEST_CUDA): tests/test_cuda.c tests/cudadouble/fakecuda.h $(BUILD)/lib/libvkv.
 ALL_TARGETS += $(CUDADOUBLE) $(TEST_CUDA)
 
 CUDA_TEST_ENV := $(CUDADOUBLE_ENV) VKV_LOG=quiet \
-	ASAN_OPTIONS=handle_segv=0:detect_leaks=1
+	ASAN_OPTIONS=handle_segv=0:detect_leaks=1 TSAN_OPTIONS=handle_segv=0
 
 .PHONY: check-cuda check-core-cuda valgrind-cuda
 check-cuda: $(TEST_CUDA) $(CUDADOUBLE)

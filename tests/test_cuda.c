@@ -53,6 +53,7 @@ extern char **environ;
 
 /* ------------------------------------------------------- the double's side */
 
+static const char *self_path; /* argv[0]: /proc/self/exe is valgrind's */
 static vkv_fakecuda_stats_fn fk_stats_fn;
 static vkv_fakecuda_reload_fn fk_reload_fn;
 static vkv_fakecuda_calls_fn fk_calls_fn;
@@ -97,6 +98,9 @@ static void setup(void)
 	unsetenv("VKV_FAKECUDA_NO_VMM");
 	fk_fail(NULL);
 	vkv__fault_reset();
+	/* Without fork mode an earlier test's context may still be current. */
+	ck_assert_ptr_nonnull(vkv__cu());
+	vkv__cu()->cuCtxSetCurrent(NULL);
 }
 
 static void assert_nothing_held(void)
@@ -837,7 +841,7 @@ static int run_child(const char *arg, const char *env1, const char *env2)
 	memcpy(envp, environ, n * sizeof(*envp));
 	envp[n] = (char *)env1;
 	envp[n + 1] = (char *)env2;
-	ck_assert_int_eq(posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, envp), 0);
+	ck_assert_int_eq(posix_spawn(&pid, self_path, NULL, NULL, argv, envp), 0);
 	free(envp);
 	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -925,6 +929,7 @@ int main(int argc, char **argv)
 	SRunner *sr;
 	int failed;
 
+	self_path = argv[0];
 	if (argc > 1 && !strcmp(argv[1], "--no-device"))
 		return child_no_device(false);
 	if (argc > 1 && !strcmp(argv[1], "--broken-driver"))
