@@ -36,6 +36,11 @@ ok "table lists pid $WPID, plain text, fits 80 columns"
 "$VKVSTAT" top --json >/dev/null 2>&1; [ $? -eq 2 ] || fail "top --json must exit 2"
 "$VKVSTAT" --dir "$T/nonexistent" >/dev/null 2>"$T/err"; [ $? -eq 1 ] || fail "missing dir must exit 1"
 grep -q "cannot read the stats directory" "$T/err" || fail "missing dir: no diagnostic"
+"$VKVSTAT" --json --dir "$T/nonexistent" >"$T/json" 2>/dev/null; [ $? -eq 1 ] || fail "missing dir, --json: must exit 1"
+python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["error"] and d["processes"] == []' "$T/json" ||
+	fail "missing dir, --json: no valid document with an error"
+"$VKVSTAT" top --once --dir "$T/nonexistent" >/dev/null 2>"$T/err"; [ $? -eq 1 ] || fail "top, missing dir: must exit 1"
+grep -q "cannot read the stats directory" "$T/err" || fail "top, missing dir: no diagnostic"
 mkdir "$T/empty"
 "$VKVSTAT" --json --dir "$T/empty" | python3 -c 'import json,sys; assert json.load(sys.stdin)["processes"] == []' ||
 	fail "empty dir: processes must be []"

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "vkvstat.h"
 
@@ -266,6 +267,13 @@ void vkvstat_print_json(FILE *f, const struct vkvstat_snapshot *s, int32_t pid)
 	str(&w, "version", VKVSTAT_VERSION);
 	u64(&w, "time_ns", s->time_ns);
 	str(&w, "dir", s->dir);
+	if (s->err) {
+		char e[160];
+
+		snprintf(e, sizeof(e), "cannot read the stats directory: %s",
+			 strerror(-s->err));
+		str(&w, "error", e);
+	}
 	open_(&w, "processes", '[');
 	for (size_t i = 0; i < s->scan.nprocs; i++)
 		if (s->scan.procs[i].state == VKVSTAT_SEG_LIVE &&

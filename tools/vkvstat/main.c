@@ -198,8 +198,15 @@ static int snapshot(const struct args *a)
 	const char *dir = vkvstat_stats_dir(a->dir);
 	int rc = VKVSTAT_EXIT_OK;
 
-	if (vkvstat_snapshot_take(&s, dir, a->clean ? VKVSTAT_SCAN_CLEAN : 0, true))
-		return VKVSTAT_EXIT_ERROR;
+	if (vkvstat_snapshot_take(&s, dir, a->clean ? VKVSTAT_SCAN_CLEAN : 0, true)) {
+		vkvstat_snapshot_error(&s);
+		rc = VKVSTAT_EXIT_ERROR;
+		/* JSON readers still get a document, saying what went wrong */
+		if (!a->json) {
+			vkvstat_snapshot_free(&s);
+			return rc;
+		}
+	}
 	vkvstat_snapshot_warn(&s);
 	if (a->json) {
 		vkvstat_print_json(stdout, &s, a->pid);
@@ -214,7 +221,8 @@ static int snapshot(const struct args *a)
 		vkvstat_print_table(stdout, &s, &t);
 	}
 	if (fflush(stdout) || ferror(stdout)) {
-		fprintf(stderr, "vkvstat: writing the output failed\n");
+		fprintf(stderr, "vkvstat: writing the output failed: %s\n",
+			strerror(errno));
 		rc = VKVSTAT_EXIT_ERROR;
 	}
 	vkvstat_snapshot_free(&s);

@@ -24,8 +24,7 @@ int vkvstat_snapshot_take(struct vkvstat_snapshot *s, const char *dir,
 	s->time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 	err = vkvstat_scan_dir(dir, scan_flags, &s->scan);
 	if (err) {
-		fprintf(stderr, "vkvstat: cannot read the stats directory %s: %s\n",
-			dir, strerror(-err));
+		s->err = err;
 		return err;
 	}
 	s->nlive = s->scan.count[VKVSTAT_SEG_LIVE];
@@ -40,6 +39,12 @@ int vkvstat_snapshot_take(struct vkvstat_snapshot *s, const char *dir,
 void vkvstat_snapshot_free(struct vkvstat_snapshot *s)
 {
 	vkvstat_scan_free(&s->scan);
+}
+
+void vkvstat_snapshot_error(const struct vkvstat_snapshot *s)
+{
+	fprintf(stderr, "vkvstat: cannot read the stats directory %s: %s\n",
+		s->dir, strerror(-s->err));
 }
 
 void vkvstat_snapshot_warn(const struct vkvstat_snapshot *s)

@@ -394,6 +394,7 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 	bool color = vkvstat_use_color(stdout, o->color);
 	struct screen *sc = calloc(1, sizeof(*sc));
 	struct termios saved, raw;
+	struct vkvstat_snapshot failed = { 0 };
 	struct prev *prev = NULL;
 	size_t nprev = 0;
 	double interval = o->interval, last = 0;
@@ -426,6 +427,7 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 		double now = mono_s();
 
 		if (vkvstat_snapshot_take(&s, o->dir, o->scan_flags, true)) {
+			failed = s;
 			rc = VKVSTAT_EXIT_ERROR;
 			break;
 		}
@@ -466,6 +468,10 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 	fflush(stdout);
 	if (have_tty)
 		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (failed.err) { /* said only now: the alternate screen is gone */
+		vkvstat_snapshot_error(&failed);
+		vkvstat_snapshot_free(&failed);
+	}
 	free(prev);
 	free(sc);
 	return rc;

@@ -84,6 +84,7 @@ uint64_t vkvstat_gpu_bytes_of(const struct vkvstat_gpus *g, int32_t pid);
 
 struct vkvstat_snapshot {
 	const char *dir;
+	int err;                 /* negative errno of the directory scan, or 0 */
 	uint64_t time_ns;        /* CLOCK_REALTIME when taken */
 	struct vkvstat_scan scan;
 	size_t nlive;            /* scan.procs entries with state LIVE */
@@ -92,10 +93,12 @@ struct vkvstat_snapshot {
 };
 
 /* Take a snapshot. Returns 0 or the negative errno of the directory scan
- * (the reason was printed on stderr). */
+ * (also in s->err; s is then a valid, empty snapshot and must be freed). */
 int vkvstat_snapshot_take(struct vkvstat_snapshot *s, const char *dir,
 			  unsigned scan_flags, bool gpus);
 void vkvstat_snapshot_free(struct vkvstat_snapshot *s);
+/* "vkvstat: cannot read the stats directory D: reason" on stderr. */
+void vkvstat_snapshot_error(const struct vkvstat_snapshot *s);
 /* One "vkvstat: ..." line on stderr per problem worth knowing (unreadable
  * or rejected segments, dead ones cleaned). */
 void vkvstat_snapshot_warn(const struct vkvstat_snapshot *s);
