@@ -537,8 +537,49 @@ static void slot_activate(struct vkv_region *r, uint32_t s)
 	r->slots_active++;
 }
 
+/*
+ * A freed slot about to be reused must not keep pages that other slots
+ * still map (a prefix it shared): its new request writes from token 0 and
+ * would overwrite the other slots' data. Unmap its pages from the first
+ * shared one on, so that they come back private when the slot grows again.
+ * Lock held, slot cached and not busy; drops the lock around the unmap.
+ */
+static int slot_unshare(struct vkv_region *r, uint32_t s)
+{
+	struct vkv_ctx *ctx = r->ctx;
+	struct vkv_slot *sl = &r->slots[s];
+	uint64_t first = sl->mapped, mapped = sl->mapped;
+	int err;
+
+	for (uint64_t i = 0; i < mapped * r->ntensors; i++) {
+		if (sl->pages[i]->refs > 1) {
+			first = i / r->ntensors;
+			break;
+		}
+	}
+	if (first == mapped)
+		return 0;
+	sl->busy = true;
+	pthread_mutex_unlock(&ctx->lock);
+	if (sl->has_fence)
+		ctx->backend.ops->fence_wait(&ctx->backend, sl->fence);
+	err = vkv__slot_unmap_range(r, s, first, mapped);
+	pthread_mutex_lock(&ctx->lock);
+	if (!err) {
+		vkv__slot_drop_pages(r, s, first, mapped);
+		sl->mapped = first;
+		struct vkv_stats_segment *st = vkv__stats_begin();
+		st->unmaps += (mapped - first) * r->ntensors;
+		vkv__stats_end();
+	}
+	vkv__slot_unlock(r, s);
+	return err;
+}
+
 VKV_API int vkv_slot_alloc(vkv_region *r, uint64_t hint_tokens, uint32_t *slot)
 {
+	int err;
+
 	uint64_t hint;
 	int64_t best = -1, most = -1, fresh = -1;
 
@@ -572,11 +613,16 @@ VKV_API int vkv_slot_alloc(vkv_region *r, uint64_t hint_tokens, uint32_t *slot)
 		return vkv__set_error(-ENOSPC, "slot_alloc: all %u slots are allocated",
 				      r->cfg.max_slots);
 	}
-	slot_activate(r, (uint32_t)best);
-	vkv__ctx_publish(r->ctx);
+	err = r->slots[best].state == VKV_SLOT_CACHED ?
+		      slot_unshare(r, (uint32_t)best) : 0;
+	if (!err) {
+		slot_activate(r, (uint32_t)best);
+		vkv__ctx_publish(r->ctx);
+	}
 	pthread_mutex_unlock(&r->ctx->lock);
-	*slot = (uint32_t)best;
-	return 0;
+	if (!err)
+		*slot = (uint32_t)best;
+	return err;
 }
 
 VKV_API int vkv_slot_alloc_at(vkv_region *r, uint32_t slot)
@@ -593,6 +639,8 @@ VKV_API int vkv_slot_alloc_at(vkv_region *r, uint32_t slot)
 		    r->slots[slot].state == VKV_SLOT_EVICTED)
 			err = vkv__set_error(-EBUSY, "slot %u is already allocated", slot);
 	}
+	if (!err && r->slots[slot].state == VKV_SLOT_CACHED)
+		err = slot_unshare(r, slot);
 	if (!err) {
 		slot_activate(r, slot);
 		vkv__ctx_publish(r->ctx);
