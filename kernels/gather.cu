@@ -40,14 +40,19 @@ static __device__ void copy_bytes(uint8_t *dst, const uint8_t *src, uint64_t n)
 extern "C" __global__ void vkv_copy_ranges(const struct vkv_kern_range *ranges,
 					   uint32_t n)
 {
-	for (uint32_t r = blockIdx.y; r < n; r += gridDim.y) {
-		const struct vkv_kern_range rg = ranges[r];
+	__shared__ struct vkv_kern_range rg;
 
+	for (uint32_t r = blockIdx.y; r < n; r += gridDim.y) {
+		/* one read of the (host-resident) list per block and range */
+		if (threadIdx.x == 0)
+			rg = ranges[r];
+		__syncthreads();
 		if (((rg.dst | rg.src | rg.bytes) & 15) == 0)
 			copy_aligned16((uint4 *)rg.dst, (const uint4 *)rg.src,
 				       rg.bytes / 16);
 		else
 			copy_bytes((uint8_t *)rg.dst, (const uint8_t *)rg.src,
 				   rg.bytes);
+		__syncthreads(); /* everyone is done with rg */
 	}
 }

@@ -97,6 +97,9 @@ static void kern_free(struct vkv_kern *k)
 {
 	const struct vkv_cu *cu = k->cu;
 
+	if (k->ctx)
+		cu->cuCtxSetCurrent(k->ctx);
+
 	if (k->staging_free) {
 		if (k->staging_busy)
 			cu->cuEventSynchronize(k->staging_free);
@@ -150,6 +153,13 @@ void vkv__kern_close(struct vkv_kern *k)
 {
 	if (k)
 		kern_free(k);
+}
+
+/* Every call may come from a thread that has never used this context (the
+ * tiering worker, say): make it current first. Thread-local and cheap. */
+static int kern_enter(struct vkv_kern *k)
+{
+	return VKV_CU_CALL(k->cu, cuCtxSetCurrent, k->ctx);
 }
 
 const char *vkv__kern_device_name(const struct vkv_kern *k)
@@ -221,7 +231,9 @@ int vkv__kern_copy_ranges(struct vkv_kern *k, void *stream,
 	gy = n < GRID_Y_MAX ? n : GRID_Y_MAX;
 	gx = copy_grid_x(k, r, n, gy);
 	pthread_mutex_lock(&k->lock);
-	err = staging_reserve(k, n);
+	err = kern_enter(k);
+	if (!err)
+		err = staging_reserve(k, n);
 	if (err)
 		goto out;
 	memcpy(k->staging, r, (size_t)n * sizeof(*r));
@@ -259,6 +271,9 @@ int vkv__kern_attn_decode(struct vkv_kern *k, void *stream,
 				      p->batch, GRID_Y_MAX);
 	if (p->batch == 0)
 		return 0;
+	err = kern_enter(k);
+	if (err)
+		return err;
 	copy = *p;
 	return VKV_CU_CALL(k->cu, cuLaunchKernel, k->attn[layout][dt],
 			   p->q_heads, p->batch, 1, ATTN_THREADS, 1, 1, 0,
@@ -285,8 +300,10 @@ int vkv__kern_buf_alloc(struct vkv_kern *k, uint64_t bytes,
 	int err;
 
 	memset(b, 0, sizeof(*b));
-	err = VKV_CU_CALL(cu, cuMemGetAllocationGranularity, &gran, &prop,
-			  CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+	err = kern_enter(k);
+	if (!err)
+		err = VKV_CU_CALL(cu, cuMemGetAllocationGranularity, &gran, &prop,
+				  CU_MEM_ALLOC_GRANULARITY_MINIMUM);
 	if (err)
 		return err;
 	if (!bytes || !gran || bytes > UINT64_MAX - gran)
@@ -320,7 +337,7 @@ void vkv__kern_buf_free(struct vkv_kern *k, struct vkv_kern_buf *b)
 {
 	const struct vkv_cu *cu = k->cu;
 
-	if (!b->size)
+	if (!b->size || kern_enter(k))
 		return;
 	cu->cuCtxSynchronize();
 	cu->cuMemUnmap(b->addr, b->size);
@@ -332,11 +349,15 @@ void vkv__kern_buf_free(struct vkv_kern *k, struct vkv_kern_buf *b)
 int vkv__kern_upload(struct vkv_kern *k, uint64_t dst, const void *src,
 		     uint64_t bytes)
 {
-	return VKV_CU_CALL(k->cu, cuMemcpyHtoD, dst, src, bytes);
+	int err = kern_enter(k);
+
+	return err ? err : VKV_CU_CALL(k->cu, cuMemcpyHtoD, dst, src, bytes);
 }
 
 int vkv__kern_download(struct vkv_kern *k, void *dst, uint64_t src,
 		       uint64_t bytes)
 {
-	return VKV_CU_CALL(k->cu, cuMemcpyDtoH, dst, src, bytes);
+	int err = kern_enter(k);
+
+	return err ? err : VKV_CU_CALL(k->cu, cuMemcpyDtoH, dst, src, bytes);
 }

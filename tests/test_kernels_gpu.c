@@ -17,6 +17,7 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,43 @@ START_TEST(copy_kernel_back_to_back)
 }
 END_TEST
 
+/* A thread that never touched CUDA can launch: the launcher makes the
+ * context current itself (the tiering worker relies on it). */
+struct other_thread_copy {
+	struct vkv_kern_range r;
+	int err;
+};
+
+static void *copy_from_other_thread(void *arg)
+{
+	struct other_thread_copy *c = arg;
+
+	c->err = vkv__kern_copy_ranges(kern, NULL, &c->r, 1);
+	if (!c->err)
+		c->err = VKV_CU_CALL(vkv__cu(), cuCtxSynchronize);
+	return NULL;
+}
+
+START_TEST(copy_kernel_from_another_thread)
+{
+	struct vkv_kern_buf a;
+	uint8_t src[8192], dst[8192];
+	struct other_thread_copy c;
+	pthread_t t;
+
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (uint8_t)(i * 7 + 1);
+	dev_put(&a, src, sizeof(src));
+	memset(dst, 0, sizeof(dst));
+	c = (struct other_thread_copy){ { (uintptr_t)dst, a.addr + 4096, 4096 }, 0 };
+	ck_assert_int_eq(pthread_create(&t, NULL, copy_from_other_thread, &c), 0);
+	pthread_join(t, NULL);
+	ck_assert_msg(c.err == 0, "%s", vkv_strerror(c.err));
+	ck_assert(memcmp(dst, src + 4096, 4096) == 0);
+	vkv__kern_buf_free(kern, &a);
+}
+END_TEST
+
 /* ----------------------------------------- host versions for the test double
  *
  * The double calls vkv_fakecuda_kernel_<name> for a launch of <name>; device
@@ -357,6 +395,7 @@ static Suite *kernels_gpu_suite(void)
 	tcase_set_timeout(attn, 120);
 	tcase_add_test(copy, copy_kernel_gather_scatter);
 	tcase_add_test(copy, copy_kernel_back_to_back);
+	tcase_add_test(copy, copy_kernel_from_another_thread);
 	tcase_add_test(copy, launch_geometry_as_expected);
 	suite_add_tcase(s, attn);
 	suite_add_tcase(s, copy);
