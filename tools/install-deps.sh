@@ -24,6 +24,8 @@ PKGS=(
 	busybox-static
 	cpio
 	sparse
+	python3-torch
+	python3-pytest
 )
 
 missing=()

@@ -41,6 +41,7 @@ step vkvstat-serve make vkvstat-test-serve
 step vkvstat-fuzz make BUILD=build-fuzz vkvstat-fuzz-run
 # parts append their steps below this line
 step kmod-vm tests/kmod/run.sh
+step pytest tests/python/run.sh
 
 echo
 [ ${#failed_names[@]} -eq 0 ] || echo "failed: ${failed_names[*]}"

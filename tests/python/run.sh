@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Run the vkv Python binding's pytest suite with Debian's python3-torch and
+# python3-pytest (hence /usr/bin/python3: a pyenv or venv python on PATH may
+# not see Debian's packages). Extra arguments go to pytest.
+#   tests/python/run.sh                          host backend, CPU tensors
+#   VKV_TEST_BACKEND=cuda tests/python/run.sh    cuda backend, CUDA tensors
+# libvkv.so: $VKV_LIBRARY, else build/lib/libvkv.so (made by `make`).
+# Exit: pytest's, except that "no tests collected" (5) is a failure too.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PY=${VKV_PYTHON:-/usr/bin/python3}
+
+if ! "$PY" -c 'import torch, pytest' 2>/dev/null; then
+	echo "tests/python: $PY cannot import torch and pytest;" \
+		"install python3-torch python3-pytest (tools/install-deps.sh)" >&2
+	exit 1
+fi
+if [ -z "${VKV_LIBRARY:-}" ] && [ ! -e build/lib/libvkv.so ]; then
+	echo "tests/python: build/lib/libvkv.so is missing; run make first" \
+		"or set VKV_LIBRARY" >&2
+	exit 1
+fi
+export PYTHONDONTWRITEBYTECODE=1
+"$PY" -m pytest -q -p no:cacheprovider -rs tests/python "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+	echo "tests/python: pytest collected no tests" >&2
+	exit 1
+fi
+exit "$rc"

@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: MIT
+"""Lifetime: tensors keep their cache (and its context) alive; closing a
+cache while tensors or views of it live is refused; nothing leaks across
+1,000 create/destroy cycles."""
+import gc
+import os
+import weakref
+
+import pytest
+import torch
+
+import vkv
+from conftest import STATS_DIR, make_ctx, sync
+
+DIMS = dict(layers=2, kv_heads=2, head_dim=8, dtype=torch.float32, max_slots=2,
+            max_context=100)
+
+
+def test_tensor_keeps_cache_and_context_alive():
+    ctx = make_ctx()
+    cache = ctx.cache(**DIMS)
+    s = cache.alloc()
+    cache.ensure(s, 10)
+    k = cache.k(0)
+    wcache, wctx = weakref.ref(cache), weakref.ref(ctx)
+    del cache, ctx
+    gc.collect()
+    assert wcache() is not None and wctx() is not None
+    k[s, :10] = 3.0  # the memory is still there
+    sync()
+    assert torch.equal(wcache().read(s, 0, vkv.K, 0, 10), torch.full((10, 2, 8), 3.0))
+    view = k[s, 2:5]
+    del k
+    gc.collect()
+    assert wcache() is not None  # a view is enough
+    del view
+    gc.collect()
+    assert wcache() is None and wctx() is None  # then both go, on their own
+
+
+def test_close_refused_while_tensors_alive(ctx):
+    cache = ctx.cache(**DIMS)
+    k, v = cache.kv(1)
+    row = v[0]
+    del v
+    with pytest.raises(vkv.VkvError) as e:
+        cache.close()
+    assert e.value.errno == 16 and "still alive" in str(e.value)
+    assert not cache.closed
+    del k
+    with pytest.raises(vkv.VkvError):
+        cache.close()  # `row` still views the memory
+    del row
+    cache.close()
+    assert cache.closed
+    with pytest.raises(vkv.VkvError) as e:
+        cache.alloc()
+    assert e.value.errno == 9  # EBADF: closed
+    cache.close()  # idempotent
+
+
+def test_context_close_refused_with_open_cache():
+    ctx = make_ctx()
+    cache = ctx.cache(**DIMS)
+    with pytest.raises(vkv.VkvError) as e:
+        ctx.close()
+    assert e.value.errno == 16
+    cache.close()
+    ctx.close()
+    with pytest.raises(vkv.VkvError):
+        ctx.info()
+
+
+def _counts():
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/maps") as f:
+        maps = sum(1 for _ in f)
+    return dict(rss=rss, fds=len(os.listdir("/proc/self/fd")), maps=maps,
+                threads=len(os.listdir("/proc/self/task")),
+                stats_files=sum(n.startswith("vkv-stats.") for n in os.listdir(STATS_DIR)))
+
+
+def _cycle(i):
+    ctx = make_ctx(worker=(i % 2 == 0))
+    with ctx.cache(**DIMS) as cache:
+        a, b = cache.alloc(), cache.alloc()
+        cache.step([a, b], [60, 5])
+        k, v = cache.kv(i % 2)
+        k[a, :60] = float(i)
+        v[b, :5] = k[a, :5]
+        cache.share_prefix(b, a, 40)
+        cache.free(a)
+        del k, v
+    ctx.close()
+
+
+def test_no_leak_across_1000_cycles():
+    for i in range(50):  # warm up allocators and torch's caches
+        _cycle(i)
+    gc.collect()
+    before = _counts()
+    for i in range(1000):
+        _cycle(i)
+    gc.collect()
+    after = _counts()
+    for what in ("fds", "maps", "threads"):
+        assert after[what] == before[what], (what, before, after)
+    assert after["stats_files"] <= 1, after
+    assert after["rss"] - before["rss"] < 16 << 20, (before, after)
+    seg = vkv.stats()
+    assert seg["contexts"] == 0 and seg["regions"] == 0 and seg["slots_active"] == 0
