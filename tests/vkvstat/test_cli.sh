@@ -81,6 +81,41 @@ grep -q "removed .*vkv-stats.$DEAD" "$T/err" || fail "no diagnostic for the remo
 rm -f "$VKV_STATS_DIR/vkv-stats.$$"
 ok "bad segment ignored and kept, dead one removed, output still valid"
 
+# --- every table filled: a synthetic segment for a live pid (this shell) ---
+# Offsets of include/vkv_stats.h version 1 (fields are only ever appended).
+python3 - "$SEG" "$VKV_STATS_DIR/vkv-stats.$$" "$$" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<i", b, 24, int(sys.argv[3]))
+b[48:80] = b"synthetic".ljust(32, b"\0")
+struct.pack_into("<QQ", b, 152, 1 << 30, 1 << 34)        # budget, reserved
+struct.pack_into("<QQQ", b, 168, 3 << 28, 1 << 28, 1 << 28)  # committed, in use, cached
+GiB = 1 << 30
+for tier, (cap, used, ev, rs, errors, fileb) in ((1, (4 * GiB, GiB, 120, 80, 0, 0)),
+                                                  (2, (0, 2 * GiB, 30, 5, 2, 8 * GiB))):
+    off = 648 + 128 * tier
+    struct.pack_into("<10Q", b, off, cap, used, ev, rs, 10 * GiB, 5 * GiB,
+                     10**9, 2 * 10**9, errors, fileb)
+struct.pack_into("<12Q", b, 1032, 8 * GiB, GiB, GiB // 2, GiB, GiB, 512,
+                 64 << 20, 1000, 900, 3, 2 * GiB, 7)
+open(sys.argv[2], "wb").write(b)
+PY
+"$VKVSTAT" --pid $$ >"$T/table" 2>/dev/null || fail "table of the synthetic segment"
+grep -Eq "^ *$$ synthetic +host +16.0G +768M +256M .* 67% " "$T/table" &&
+	grep -Eq "^ *$$ synthetic +4.00G +1.00G +- +120 +80 +10.74 +2.68 +0$" "$T/table" &&
+	grep -Eq "^ *$$ synthetic +- +2.00G +8.00G +30 +5 +10.74 +2.68 +2$" "$T/table" &&
+	grep -q "^PRELOAD" "$T/table" &&
+	grep -Eq "^ *$$ synthetic +8.00G +1.00G +512M +1.00G +512 +2.00G +64.0M +3" "$T/table" ||
+	fail "synthetic segment's tables: $(cat "$T/table")"
+awk 'length > 80 { exit 1 }' "$T/table" || fail "full table wider than 80 columns"
+if command -v promtool >/dev/null; then
+	"$VKVSTAT" --prometheus | promtool check metrics || fail "promtool, all tables filled"
+fi
+"$VKVSTAT" --prometheus | grep -qx "vkv_tier_errors_total{pid=\"$$\",comm=\"synthetic\",tier=\"nvme\"} 2" ||
+	fail "tier counter in Prometheus"
+rm -f "$VKV_STATS_DIR/vkv-stats.$$"
+ok "tier, preload and error columns from a synthetic segment"
+
 # --- kernel module counters from a fake sysfs ------------------------------
 FS=$T/sys
 mkdir -p "$FS/module/vkv/parameters" "$FS/class/misc/vkv/nodes/node0" \

@@ -96,7 +96,7 @@ static bool tier_used(const struct vkv_stats_tier *t)
 static void tier_table(const struct out *o, const struct vkvstat_snapshot *s,
 		       const struct vkvstat_table_opts *t, enum vkv_stats_tier_id id)
 {
-	char a[16], b[16], c[16], d[16], e[16], title[80];
+	char a[16], b[16], c[16], d[16], e[16], g[16], title[80];
 	unsigned rows = 0;
 
 	snprintf(title, sizeof(title), "%s (tier %d): evicted KV",
@@ -123,7 +123,7 @@ static void tier_table(const struct out *o, const struct vkvstat_snapshot *s,
 			vkvstat_gbps(x->bytes_in, x->ns_in),
 			vkvstat_gbps(x->bytes_out, x->ns_out),
 			x->errors ? on(o, VKVSTAT_RED) : "",
-			count(a, sizeof(a), x->errors), x->errors ? off(o) : "");
+			count(g, sizeof(g), x->errors), x->errors ? off(o) : "");
 	}
 	if (!rows)
 		fprintf(o->f, "%7s (no process uses this tier)\n", "");
@@ -132,7 +132,7 @@ static void tier_table(const struct out *o, const struct vkvstat_snapshot *s,
 static void preload_table(const struct out *o, const struct vkvstat_snapshot *s,
 			  const struct vkvstat_table_opts *t)
 {
-	char a[16], b[16], c[16], d[16], e[16], g[16], h[16];
+	char a[16], b[16], c[16], d[16], e[16], g[16], h[16], k[16];
 	bool any = false;
 
 	for (size_t i = 0; i < s->scan.nprocs; i++)
@@ -158,7 +158,7 @@ static void preload_table(const struct out *o, const struct vkvstat_snapshot *s,
 			count(e, sizeof(e), x->chunks),
 			x->limit_bytes ? vkvstat_size(g, sizeof(g), x->limit_bytes) : "-",
 			vkvstat_size(h, sizeof(h), x->largest_free),
-			count(a, sizeof(a), x->ooms));
+			count(k, sizeof(k), x->ooms));
 	}
 }
 
