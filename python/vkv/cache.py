@@ -235,6 +235,7 @@ class KVCache:
         self._mem = None          # weakref to the reservation's owner object
         self._raw = None          # weakref to the 1-D uint8 tensor over it
         self._views = {}          # (layer, kv) -> weakref to a tensor
+        self._ops = weakref.WeakSet()  # evict/restore operations in flight
         self.dtype, es = _tensor.dtype_of(dtype, elem_size)
         cfg = _lib.RegionConfig()
         lib.vkv_region_config_init(ctypes.byref(cfg))
@@ -449,15 +450,18 @@ class KVCache:
         return buf, len(buf) // self.token_bytes
 
     # -- tiering (see _tier.py; present when libvkv exports it)
-    def evict(self, slots, tier=1, wait=True):
-        """Move slots' data to a lower tier (1 = host DRAM, 2 = NVMe) and
-        free their pages; the tensors keep their addresses. Returns an Op
-        (already finished when wait=True). Needs libvkv's tiering API."""
+    def evict(self, slots, tier="dram", wait=True):
+        """Move slots' data to a lower tier ("dram" = 1, "nvme" = 2) and
+        free their pages; the tensors keep their addresses, but the slots'
+        rows are unbacked until restore (see the class docstring). The
+        engine's work that writes those rows must have finished. Returns an
+        Op (already finished when wait=True). Needs libvkv's tiering API."""
         from . import _tier
         return _tier.submit(self, "evict", slots, tier, wait)
 
     def restore(self, slots, wait=True):
-        """Bring evicted slots back at the same virtual addresses."""
+        """Bring evicted slots back at the same virtual addresses. Returns an
+        Op (finished when wait=True)."""
         from . import _tier
         return _tier.submit(self, "restore", slots, None, wait)
 
@@ -467,6 +471,11 @@ class KVCache:
         with self._lock:
             if self._handle is None:
                 return
+            for op in list(self._ops):
+                try:
+                    op.wait()  # the region must outlive its copies
+                except VkvError:
+                    pass  # its failure is the Op's owner's to see
             if self.tensors_alive():
                 gc.collect()  # cycles may hold the last views
             if self.tensors_alive():

@@ -220,6 +220,14 @@ for p in "${pys[@]}"; do
 done
 [ $found_py = 1 ] || absent python-gpu "no tests/gpu/*.py or tests/python/test_*gpu*.py"
 
+# The Python binding's pytest suite with CUDA tensors (77 = no CUDA torch).
+if [ -x tests/python/run.sh ]; then
+	run_step py-binding-cuda 150 check_key env VKV_TEST_BACKEND=cuda \
+		VKV_LIBRARY="$PWD/$BUILD/lib/libvkv.so" tests/python/run.sh
+else
+	absent py-binding-cuda "no tests/python/run.sh"
+fi
+
 # ------------------------------------------------------------- benchmarks
 
 BENCH="$BUILD/bin/vkvbench"

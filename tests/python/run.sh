@@ -9,7 +9,26 @@
 # Exit: pytest's, except that "no tests collected" (5) is a failure too.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+BACKEND=${VKV_TEST_BACKEND:-host}
 PY=${VKV_PYTHON:-/usr/bin/python3}
+
+# CUDA tensors need a PyTorch built with CUDA (not Debian's): take the first
+# python that has one.
+if [ "$BACKEND" = cuda ] && [ -z "${VKV_PYTHON:-}" ]; then
+	PY=
+	for p in python3 /usr/bin/python3 /usr/local/bin/python3; do
+		if command -v "$p" >/dev/null &&
+			"$p" -c 'import torch, pytest, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+			PY=$p
+			break
+		fi
+	done
+	if [ -z "$PY" ]; then
+		echo "tests/python: SKIP: no python3 with pytest and a CUDA-enabled torch" \
+			"(set VKV_PYTHON)" >&2
+		exit 77
+	fi
+fi
 
 if ! "$PY" -c 'import torch, pytest' 2>/dev/null; then
 	echo "tests/python: $PY cannot import torch and pytest;" \

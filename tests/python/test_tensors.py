@@ -143,8 +143,9 @@ def test_evict_restore_keeps_tensor_contents(cache):
     assert op.done()
     assert cache.slot_info(a).tier == 1
     assert cache.info().committed_bytes < before
-    with pytest.raises(vkv.VkvError):
+    with pytest.raises(vkv.VkvError) as e:
         cache.step([a], [n + 1])  # an evicted slot cannot be stepped
+    assert e.value.errno == 11  # EAGAIN
     cache.restore([a])
     assert cache.slot_info(a).tier == 0
     for layer in range(cache.layers):
