@@ -71,7 +71,14 @@ $(VKVSTAT_WORKLOAD): tests/vkvstat/stats_workload.c $(BUILD)/lib/libvkv.a
 		$(LIB_LDLIBS)
 
 .PHONY: vkvstat-test-cli vkvstat-test-serve
-vkvstat-test-cli: $(BUILD)/bin/vkvstat $(VKVSTAT_WORKLOAD) $(CUDADOUBLE)
+VKVSTAT_FAKE_NVML := $(BUILD)/tests/fakenvml/libnvidia-ml.so.1
+ALL_TARGETS += $(VKVSTAT_FAKE_NVML)
+$(VKVSTAT_FAKE_NVML): tests/vkvstat/fake_nvml.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,libnvidia-ml.so.1 -o $@ $< $(LDFLAGS)
+
+vkvstat-test-cli: $(BUILD)/bin/vkvstat $(VKVSTAT_WORKLOAD) $(CUDADOUBLE) \
+		$(VKVSTAT_FAKE_NVML)
 	BUILD=$(BUILD) tests/vkvstat/test_cli.sh
 # 77 (vkvbench serve not there) is a skip, reported in the output.
 vkvstat-test-serve: $(BUILD)/bin/vkvstat

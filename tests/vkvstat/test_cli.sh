@@ -16,7 +16,7 @@ VKV_LOG=quiet "$WORKLOAD" 120 >"$T/workload.out" 2>&1 &
 WPID=$!
 BG_PIDS+=("$WPID")
 for ((i = 0; i < 100; i++)); do
-	grep -q ready "$T/workload.out" && break
+	grep -qs ready "$T/workload.out" && break
 	kill -0 "$WPID" 2>/dev/null || fail "workload died: $(cat "$T/workload.out")"
 	sleep 0.1
 done
@@ -142,6 +142,33 @@ if command -v promtool >/dev/null; then
 	promtool check metrics <"$T/prom" || fail "promtool with kmod counters"
 fi
 ok "kernel module counters (fake sysfs) in table, JSON and Prometheus"
+
+# --- GPUs through NVML (our fake libnvidia-ml.so.1) ------------------------
+FAKENVML=$BUILD/tests/fakenvml
+if [ -e "$FAKENVML/libnvidia-ml.so.1" ]; then
+	export FAKE_NVML_PID=$WPID
+	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+g = d["gpus"]
+assert g["nvml"] and len(g["devices"]) == 2, g
+assert g["devices"][0]["name"] == "Fake \"GPU\" 0", g
+assert g["devices"][0]["memory_total_bytes"] == 80 << 30
+assert d["processes"][0]["gpu_memory_bytes"] == 1 << 30, d["processes"]
+' || fail "NVML in JSON"
+	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" | grep -Eq '^  0 Fake "GPU" 0 +used +3.00G of +80.0G, vkv processes +1.00G$' ||
+		fail "NVML in the table: $(LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT")"
+	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" --prometheus >"$T/prom"
+	grep -qx 'vkv_gpu_memory_used_bytes{gpu="0",uuid="GPU-fake-0",model_name="Fake \\"GPU\\" 0"} 3221225472' "$T/prom" ||
+		fail "NVML in Prometheus: $(grep gpu_memory_used "$T/prom")"
+	if command -v promtool >/dev/null; then
+		promtool check metrics <"$T/prom" || fail "promtool with GPUs"
+	fi
+	unset FAKE_NVML_PID
+	ok "GPUs and per-process GPU memory through NVML (fake library)"
+else
+	echo "note: $FAKENVML/libnvidia-ml.so.1 not built: NVML path not tested"
+fi
 
 # --- top, non-interactive -------------------------------------------------
 "$VKVSTAT" top --once >"$T/top1" || fail "top --once exit status"

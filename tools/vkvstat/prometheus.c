@@ -7,8 +7,9 @@
  * Names follow the conventions promtool checks (base units, counters end in
  * _total) and the style of NVIDIA's DCGM exporter: one family per quantity,
  * the process and tier as labels (pid, comm, tier), GPUs labelled gpu,
- * UUID and modelName as DCGM labels them. Each family is written once with
- * its HELP and TYPE lines, followed by one sample per process.
+ * uuid and model_name (DCGM's UUID and modelName, in the snake_case that
+ * promtool asks for). Each family is written once with its HELP and TYPE
+ * lines, followed by one sample per process.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -271,9 +272,9 @@ static void kmod_families(FILE *f, const struct vkvstat_kmod *k)
 
 static void gpu_labels(FILE *f, const struct vkvstat_gpu *g)
 {
-	fprintf(f, "{gpu=\"%u\",UUID=", g->index);
+	fprintf(f, "{gpu=\"%u\",uuid=", g->index);
 	label_value(f, g->uuid);
-	fputs(",modelName=", f);
+	fputs(",model_name=", f);
 	label_value(f, g->name);
 	fputc('}', f);
 }
