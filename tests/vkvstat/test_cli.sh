@@ -208,6 +208,19 @@ if command -v tmux >/dev/null; then
 	tm capture-pane -p -t vkvtop >"$T/screen"
 	grep -q "vkvstat top" "$T/screen" && fail "alternate screen not left on q"
 	ok "top in tmux: screen, sort key, q quits and restores the screen"
+
+	# colour on a terminal, unless NO_COLOR is set
+	tm new-session -d -x 80 -y 24 -s colour "$VKVSTAT; sleep 5"
+	tm new-session -d -x 80 -y 24 -s nocolour "NO_COLOR=1 $VKVSTAT; sleep 5"
+	for ((i = 0; i < 50; i++)); do
+		tm capture-pane -p -t colour | grep -q "^GPUS" &&
+			tm capture-pane -p -t nocolour | grep -q "^GPUS" && break
+		sleep 0.1
+	done
+	tm capture-pane -e -p -t colour | grep -q $'\033\[1m' || fail "no colour on a terminal"
+	tm capture-pane -e -p -t nocolour | grep -q "vkvstat 0" || fail "nothing on the NO_COLOR terminal"
+	tm capture-pane -e -p -t nocolour | grep -q $'\033\[1m' && fail "colour despite NO_COLOR"
+	ok "colour on a terminal, none with NO_COLOR"
 else
 	echo "note: tmux missing: interactive top not tested"
 fi
