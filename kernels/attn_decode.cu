@@ -9,10 +9,11 @@
  * layouts run the *same* kernel body here; only the function that turns
  * (sequence, token, head) into an address differs (kv_row below).
  *
- * One block per (query head, sequence), 4 warps. Each warp walks every 4th
- * token with an online softmax (running max, running sum, running weighted
- * V in fp32 registers: lane l holds dimensions l, l+32, ...), then the warps
- * merge their partial results through shared memory. Elements are read as
+ * One block per (query head, sequence), 4 warps. Each warp takes 4 tokens
+ * at a time (every 4th group of 4) with an online softmax (running max,
+ * running sum, running weighted V in fp32 registers: lane l holds
+ * dimensions l, l+32, ...), then the warps merge their partial results
+ * through shared memory. Elements are read as
  * fp32, fp16 or bf16; all arithmetic is fp32; the output is rounded once.
  * runtime/attn_ref.c is the CPU mirror that checks these kernels.
  */
@@ -25,7 +26,7 @@
 
 #define WARPS 4
 #define THREADS (WARPS * 32)
-#define DIMS_PER_LANE (VKV_KERN_MAX_HEAD_DIM / 32)
+#define UNROLL 4 /* tokens per warp per step */
 
 template <typename T> struct elem;
 template <> struct elem<float> {
@@ -72,11 +73,11 @@ static __device__ float warp_sum(float x)
 	return x;
 }
 
-template <typename T, int LAYOUT>
+template <typename T, int LAYOUT, int DPL>
 static __device__ void attn_decode(const struct vkv_attn_params &p)
 {
 	__shared__ float part_max[WARPS], part_sum[WARPS];
-	__shared__ float part_acc[WARPS][VKV_KERN_MAX_HEAD_DIM];
+	__shared__ float part_acc[WARPS][DPL * 32];
 	const uint32_t qh = blockIdx.x, seq = blockIdx.y;
 	const uint32_t kh = qh / (p.q_heads / p.kv_heads);
 	const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -86,35 +87,58 @@ static __device__ void attn_decode(const struct vkv_attn_params &p)
 				      ((const uint32_t *)p.seq_slot)[seq] : 0;
 	const uint64_t qoff = ((uint64_t)seq * p.q_heads + qh) * hd;
 	const T *q = (const T *)p.q + qoff;
-	float qs[DIMS_PER_LANE], acc[DIMS_PER_LANE];
+	float qs[DPL], acc[DPL];
 	float m = -INFINITY, l = 0.0f;
 
 #pragma unroll
-	for (int i = 0; i < DIMS_PER_LANE; i++) {
+	for (int i = 0; i < DPL; i++) {
 		uint32_t d = i * 32 + lane;
 		qs[i] = d < hd ? elem<T>::load(q + d) * p.scale : 0.0f;
 		acc[i] = 0.0f;
 	}
-	for (uint32_t t = warp; t < len; t += WARPS) {
-		const T *kr = (const T *)kv_row<LAYOUT>(p, p.k, seq, slot, t, kh);
-		const T *vr = (const T *)kv_row<LAYOUT>(p, p.v, seq, slot, t, kh);
-		float s = 0.0f;
+	/* UNROLL tokens per step: all their K and V loads are issued before
+	 * the first use, so each warp keeps several rows in flight */
+	for (uint32_t base = warp * UNROLL; base < len; base += WARPS * UNROLL) {
+		float kv[UNROLL][DPL], vv[UNROLL][DPL], s[UNROLL];
 #pragma unroll
-		for (int i = 0; i < DIMS_PER_LANE; i++) {
-			uint32_t d = i * 32 + lane;
-			if (d < hd)
-				s += qs[i] * elem<T>::load(kr + d);
+		for (int u = 0; u < UNROLL; u++) {
+			uint32_t t = base + u;
+			const T *kr = NULL, *vr = NULL;
+			if (t < len) {
+				kr = (const T *)kv_row<LAYOUT>(p, p.k, seq, slot, t, kh);
+				vr = (const T *)kv_row<LAYOUT>(p, p.v, seq, slot, t, kh);
+			}
+#pragma unroll
+			for (int i = 0; i < DPL; i++) {
+				uint32_t d = i * 32 + lane;
+				bool ok = t < len && d < hd;
+				kv[u][i] = ok ? elem<T>::load(kr + d) : 0.0f;
+				vv[u][i] = ok ? elem<T>::load(vr + d) : 0.0f;
+			}
 		}
-		s = warp_sum(s);
-		float mn = fmaxf(m, s);
-		float c = expf(m - mn);
-		float w = expf(s - mn);
-		l = l * c + w;
+		float mn = m;
 #pragma unroll
-		for (int i = 0; i < DIMS_PER_LANE; i++) {
-			uint32_t d = i * 32 + lane;
-			if (d < hd)
-				acc[i] = acc[i] * c + w * elem<T>::load(vr + d);
+		for (int u = 0; u < UNROLL; u++) {
+			float dot = 0.0f;
+#pragma unroll
+			for (int i = 0; i < DPL; i++)
+				dot += qs[i] * kv[u][i];
+			s[u] = warp_sum(dot);
+			if (base + u < len)
+				mn = fmaxf(mn, s[u]);
+		}
+		float c = expf(m - mn); /* 0 while m is still -inf */
+		l *= c;
+#pragma unroll
+		for (int i = 0; i < DPL; i++)
+			acc[i] *= c;
+#pragma unroll
+		for (int u = 0; u < UNROLL; u++) {
+			float w = base + u < len ? expf(s[u] - mn) : 0.0f;
+			l += w;
+#pragma unroll
+			for (int i = 0; i < DPL; i++)
+				acc[i] += w * vv[u][i];
 		}
 		m = mn;
 	}
@@ -123,7 +147,7 @@ static __device__ void attn_decode(const struct vkv_attn_params &p)
 		part_sum[warp] = l;
 	}
 #pragma unroll
-	for (int i = 0; i < DIMS_PER_LANE; i++) {
+	for (int i = 0; i < DPL; i++) {
 		uint32_t d = i * 32 + lane;
 		if (d < hd)
 			part_acc[warp][d] = acc[i];
@@ -147,16 +171,23 @@ static __device__ void attn_decode(const struct vkv_attn_params &p)
 	}
 }
 
-#define VKV_ATTN_ENTRY(name, T, LAYOUT)                                      \
+/* Entry points vkv_attn_<layout>_<dtype>_d<DPL>: DPL dimensions per lane,
+ * head_dim <= 32 * DPL. The launcher picks the smallest DPL that fits. */
+#define VKV_ATTN_ENTRY(name, T, LAYOUT, DPL)                                 \
 	extern "C" __global__ void __launch_bounds__(THREADS)               \
-		name(const struct vkv_attn_params p)                        \
+		name##_d##DPL(const struct vkv_attn_params p)               \
 	{                                                                   \
-		attn_decode<T, LAYOUT>(p);                                  \
+		attn_decode<T, LAYOUT, DPL>(p);                             \
 	}
+#define VKV_ATTN_ENTRIES(name, T, LAYOUT)                                    \
+	VKV_ATTN_ENTRY(name, T, LAYOUT, 1)                                  \
+	VKV_ATTN_ENTRY(name, T, LAYOUT, 2)                                  \
+	VKV_ATTN_ENTRY(name, T, LAYOUT, 4)                                  \
+	VKV_ATTN_ENTRY(name, T, LAYOUT, 8)
 
-VKV_ATTN_ENTRY(vkv_attn_contig_f32, float, VKV_KERN_CONTIG)
-VKV_ATTN_ENTRY(vkv_attn_contig_f16, __half, VKV_KERN_CONTIG)
-VKV_ATTN_ENTRY(vkv_attn_contig_bf16, __nv_bfloat16, VKV_KERN_CONTIG)
-VKV_ATTN_ENTRY(vkv_attn_paged_f32, float, VKV_KERN_PAGED)
-VKV_ATTN_ENTRY(vkv_attn_paged_f16, __half, VKV_KERN_PAGED)
-VKV_ATTN_ENTRY(vkv_attn_paged_bf16, __nv_bfloat16, VKV_KERN_PAGED)
+VKV_ATTN_ENTRIES(vkv_attn_contig_f32, float, VKV_KERN_CONTIG)
+VKV_ATTN_ENTRIES(vkv_attn_contig_f16, __half, VKV_KERN_CONTIG)
+VKV_ATTN_ENTRIES(vkv_attn_contig_bf16, __nv_bfloat16, VKV_KERN_CONTIG)
+VKV_ATTN_ENTRIES(vkv_attn_paged_f32, float, VKV_KERN_PAGED)
+VKV_ATTN_ENTRIES(vkv_attn_paged_f16, __half, VKV_KERN_PAGED)
+VKV_ATTN_ENTRIES(vkv_attn_paged_bf16, __nv_bfloat16, VKV_KERN_PAGED)

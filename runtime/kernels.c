@@ -35,10 +35,21 @@ static const unsigned char *const mod_image[MOD_COUNT] = {
 	vkv__fatbin_attn_decode,
 };
 
-static const char *const attn_names[VKV_KERN_LAYOUT_COUNT][VKV_KERN_DTYPE_COUNT] = {
-	{ "vkv_attn_contig_f32", "vkv_attn_contig_f16", "vkv_attn_contig_bf16" },
-	{ "vkv_attn_paged_f32", "vkv_attn_paged_f16", "vkv_attn_paged_bf16" },
-};
+static const char *const layout_names[VKV_KERN_LAYOUT_COUNT] = { "contig",
+								  "paged" };
+
+/* Attention entry points exist for 1, 2, 4 and 8 dimensions per lane
+ * (attn_decode.cu); the launcher takes the smallest that holds head_dim. */
+#define ATTN_DPL_COUNT 4
+
+static unsigned attn_dpl_index(uint32_t head_dim)
+{
+	unsigned i = 0;
+
+	while (i + 1 < ATTN_DPL_COUNT && head_dim > (32u << i))
+		i++;
+	return i;
+}
 
 struct vkv_kern {
 	const struct vkv_cu *cu;
@@ -47,7 +58,7 @@ struct vkv_kern {
 	CUcontext ctx;
 	CUmodule mod[MOD_COUNT];
 	CUfunction copy;
-	CUfunction attn[VKV_KERN_LAYOUT_COUNT][VKV_KERN_DTYPE_COUNT];
+	CUfunction attn[VKV_KERN_LAYOUT_COUNT][VKV_KERN_DTYPE_COUNT][ATTN_DPL_COUNT];
 	uint32_t sm_count;
 	char name[128];
 	pthread_mutex_t lock;           /* the staging list below */
@@ -71,8 +82,14 @@ static int load_modules(struct vkv_kern *k)
 			  "vkv_copy_ranges");
 	for (int l = 0; l < VKV_KERN_LAYOUT_COUNT && !err; l++)
 		for (int d = 0; d < VKV_KERN_DTYPE_COUNT && !err; d++)
-			err = VKV_CU_CALL(cu, cuModuleGetFunction, &k->attn[l][d],
-					  k->mod[MOD_ATTN], attn_names[l][d]);
+			for (int w = 0; w < ATTN_DPL_COUNT && !err; w++) {
+				char name[64];
+				snprintf(name, sizeof(name), "vkv_attn_%s_%s_d%d",
+					 layout_names[l], vkv__dtype_name(d), 1 << w);
+				err = VKV_CU_CALL(cu, cuModuleGetFunction,
+						  &k->attn[l][d][w], k->mod[MOD_ATTN],
+						  name);
+			}
 	return err;
 }
 
@@ -275,7 +292,8 @@ int vkv__kern_attn_decode(struct vkv_kern *k, void *stream,
 	if (err)
 		return err;
 	copy = *p;
-	return VKV_CU_CALL(k->cu, cuLaunchKernel, k->attn[layout][dt],
+	return VKV_CU_CALL(k->cu, cuLaunchKernel,
+			   k->attn[layout][dt][attn_dpl_index(p->head_dim)],
 			   p->q_heads, p->batch, 1, ATTN_THREADS, 1, 1, 0,
 			   (CUstream)stream, args, NULL);
 }

@@ -344,24 +344,34 @@ END_TEST
  */
 static int bad_geometry;
 
-#define FAKE_ATTN(name, layout, dt)                                           \
-	void vkv_fakecuda_kernel_##name(const struct vkv_fakecuda_launch *l);  \
-	void vkv_fakecuda_kernel_##name(const struct vkv_fakecuda_launch *l)   \
+/* Also checks that the launcher picked the entry point with the fewest
+ * dimensions per lane (DPL) that holds head_dim. */
+#define FAKE_ATTN(name, layout, dt, dpl)                                      \
+	void vkv_fakecuda_kernel_##name##_d##dpl(                              \
+		const struct vkv_fakecuda_launch *l);                          \
+	void vkv_fakecuda_kernel_##name##_d##dpl(                              \
+		const struct vkv_fakecuda_launch *l)                           \
 	{                                                                      \
 		const struct vkv_attn_params *p = l->params[0];                \
 		if (l->grid[0] != p->q_heads || l->grid[1] != p->batch ||      \
-		    l->block[0] != 128)                                        \
+		    l->block[0] != 128 || p->head_dim > 32 * (dpl) ||          \
+		    ((dpl) > 1 && p->head_dim <= 16 * (dpl)))                  \
 			bad_geometry++;                                        \
 		if (vkv__attn_ref(layout, dt, p))                              \
 			bad_geometry++;                                        \
 	}
+#define FAKE_ATTNS(name, layout, dt)                                          \
+	FAKE_ATTN(name, layout, dt, 1)                                         \
+	FAKE_ATTN(name, layout, dt, 2)                                         \
+	FAKE_ATTN(name, layout, dt, 4)                                         \
+	FAKE_ATTN(name, layout, dt, 8)
 
-FAKE_ATTN(vkv_attn_contig_f32, VKV_KERN_CONTIG, VKV_KERN_F32)
-FAKE_ATTN(vkv_attn_contig_f16, VKV_KERN_CONTIG, VKV_KERN_F16)
-FAKE_ATTN(vkv_attn_contig_bf16, VKV_KERN_CONTIG, VKV_KERN_BF16)
-FAKE_ATTN(vkv_attn_paged_f32, VKV_KERN_PAGED, VKV_KERN_F32)
-FAKE_ATTN(vkv_attn_paged_f16, VKV_KERN_PAGED, VKV_KERN_F16)
-FAKE_ATTN(vkv_attn_paged_bf16, VKV_KERN_PAGED, VKV_KERN_BF16)
+FAKE_ATTNS(vkv_attn_contig_f32, VKV_KERN_CONTIG, VKV_KERN_F32)
+FAKE_ATTNS(vkv_attn_contig_f16, VKV_KERN_CONTIG, VKV_KERN_F16)
+FAKE_ATTNS(vkv_attn_contig_bf16, VKV_KERN_CONTIG, VKV_KERN_BF16)
+FAKE_ATTNS(vkv_attn_paged_f32, VKV_KERN_PAGED, VKV_KERN_F32)
+FAKE_ATTNS(vkv_attn_paged_f16, VKV_KERN_PAGED, VKV_KERN_F16)
+FAKE_ATTNS(vkv_attn_paged_bf16, VKV_KERN_PAGED, VKV_KERN_BF16)
 
 void vkv_fakecuda_kernel_vkv_copy_ranges(const struct vkv_fakecuda_launch *l);
 void vkv_fakecuda_kernel_vkv_copy_ranges(const struct vkv_fakecuda_launch *l)
