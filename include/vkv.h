@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vkv_stats.h" /* enum vkv_stats_tier_id: VKV_TIER_DRAM, VKV_TIER_NVME */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -321,6 +323,65 @@ VKV_API int vkv_slot_write(vkv_region *r, uint32_t slot, uint32_t layer, int kv,
 			   uint64_t first, uint64_t count, const void *src);
 VKV_API int vkv_slot_read(vkv_region *r, uint32_t slot, uint32_t layer, int kv,
 			  uint64_t first, uint64_t count, void *dst);
+
+/* ------------------------------------------------------------------ tiers
+ *
+ * A slot can be evicted to host DRAM (VKV_TIER_DRAM) or NVMe (VKV_TIER_NVME):
+ * its data is copied down and its pages go back to the pool. Restoring maps
+ * fresh pages at the *same* virtual addresses and copies the data back, so
+ * tensor pointers never change. An evicted slot stays allocated but cannot
+ * be stepped, ensured or copied (-EAGAIN) until it is restored; freeing it
+ * forgets the lower-tier copy. A page shared by several slots of one
+ * eviction (prefix sharing) is stored once, and restored shared when those
+ * slots are restored together.
+ *
+ * Both calls take a batch of slots of one region and return at once with an
+ * operation handle; the copies run on the context's tier thread. `op` may
+ * be NULL: the call then waits and returns the result. With VKV_TIER_AUTO=1
+ * the context also demotes idle slots by itself when the pool runs short,
+ * and vkv_step/vkv_slot_ensure restore an evicted slot before using it
+ * (vkv_slot_prefetch starts that restore early).
+ *
+ * Guarantees: a failed eviction leaves every slot of the batch as it was
+ * (allocated, data in place). A failed restore leaves the slots whose copy
+ * is intact evicted (retry later), and never maps data that failed its
+ * checksum: a slot whose copy is corrupt or lost comes back allocated and
+ * empty (0 tokens backed), ready to be recomputed or freed.
+ */
+typedef struct vkv_op vkv_op;
+
+/*
+ * Evict slots[0..n) of r to `tier` (VKV_TIER_DRAM or VKV_TIER_NVME). Every
+ * slot must be allocated and not evicted; the engine must have no work in
+ * flight that writes to them (under cuda, vkv waits for the work queued on
+ * the registered stream). Returns 0 and *op (or the result when op is
+ * NULL); -EINVAL for bad arguments, -EAGAIN for an already evicted slot.
+ * The operation's result: 0, -ENOSPC when the tier's budget or disk is
+ * full, -ENOMEM, -EIO, -ENOENT when VKV_NVME_DIR does not exist.
+ */
+VKV_API int vkv_evict(vkv_region *r, const uint32_t *slots, size_t n,
+		      unsigned tier, vkv_op **op);
+
+/*
+ * Restore evicted slots[0..n) of r to the backend's memory. Returns 0 and
+ * *op (or the result when op is NULL); -EINVAL for a slot that is not
+ * evicted. The operation's result: 0, -ENOMEM when the pool's budget has no
+ * room (the slots stay evicted), -EIO for a failed or short read,
+ * -EBADMSG when a checksum did not match (see the guarantees above).
+ */
+VKV_API int vkv_restore(vkv_region *r, const uint32_t *slots, size_t n,
+			vkv_op **op);
+
+/* 0 when the operation finished well, -EINPROGRESS while it runs, or its
+ * error (negative errno). Never blocks. */
+VKV_API int vkv_op_poll(vkv_op *op);
+
+/* Wait for the operation; returns its result as vkv_op_poll() would, with
+ * the failure's detail available through vkv_strerror(). */
+VKV_API int vkv_op_wait(vkv_op *op);
+
+/* Release a handle. An operation still running completes on its own. */
+VKV_API int vkv_op_free(vkv_op *op);
 
 #ifdef __cplusplus
 }

@@ -162,7 +162,12 @@ static bool reclaim_round(struct vkv_ctx *ctx)
 	if (p->pages_free < p->low_pages && vkv__pool_headroom(p) == 0)
 		short_by = p->low_pages - p->pages_free;
 	pthread_mutex_unlock(&p->lock);
-	return short_by && vkv__ctx_reclaim(ctx, short_by) > 0;
+	if (!short_by)
+		return false;
+	if (vkv__ctx_reclaim(ctx, short_by) > 0)
+		return true;
+	/* Automatic tiering: demote idle slots, least recently used first. */
+	return ctx->tier_demote && ctx->tier_demote(ctx, short_by) > 0;
 }
 
 /* Do everything there is to do once; lock held. */
@@ -287,6 +292,9 @@ VKV_API int vkv_ctx_create(const struct vkv_ctx_config *cfg, vkv_ctx **out)
 	pthread_mutex_init(&ctx->lock, NULL);
 	pthread_cond_init(&ctx->cond, NULL);
 	pthread_cond_init(&ctx->wake, NULL);
+	err = vkv__tier_ctx_init(ctx);
+	if (err)
+		goto err_pool;
 	if (!(cfg->flags & VKV_CTX_NO_STATS))
 		vkv__stats_open(ctx->backend.kind, ctx->backend.detail,
 				ctx->backend.page_size);
@@ -313,6 +321,11 @@ VKV_API int vkv_ctx_create(const struct vkv_ctx_config *cfg, vkv_ctx **out)
 	*out = ctx;
 	return 0;
 
+err_pool:
+	pthread_cond_destroy(&ctx->cond);
+	pthread_cond_destroy(&ctx->wake);
+	pthread_mutex_destroy(&ctx->lock);
+	vkv__pool_fini(&ctx->pool);
 err_backend:
 	ctx->backend.ops->close(&ctx->backend);
 err_free:
@@ -336,6 +349,7 @@ VKV_API int vkv_ctx_destroy(vkv_ctx *ctx)
 	pthread_mutex_unlock(&ctx->lock);
 	if (ctx->worker_on)
 		pthread_join(ctx->worker, NULL);
+	vkv__tier_ctx_fini(ctx);
 	vkv__pool_fini(&ctx->pool);
 	{
 		/* Take back everything this context published. */

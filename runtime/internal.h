@@ -62,6 +62,23 @@ enum vkv_opt_id {
 	VKV_OPT_LOG,
 	VKV_OPT_FAULT_PAGE_CREATE,
 	VKV_OPT_FAULT_MAP,
+	/* tiers (tier.c, tier_dram.c, tier_nvme.c) */
+	VKV_OPT_TIER_AUTO,
+	VKV_OPT_TIER_IDLE,
+	VKV_OPT_DRAM_BUDGET,
+	VKV_OPT_DRAM_CHUNK,
+	VKV_OPT_NUMA_NODE,
+	VKV_OPT_NVME_DIR,
+	VKV_OPT_NVME_BUDGET,
+	VKV_OPT_NVME_GROW,
+	VKV_OPT_NVME_QD,
+	VKV_OPT_NVME_IO,
+	VKV_OPT_FAULT_DRAM_ALLOC,
+	VKV_OPT_FAULT_NVME_WRITE,
+	VKV_OPT_FAULT_NVME_READ,
+	VKV_OPT_FAULT_NVME_CORRUPT,
+	VKV_OPT_FAULT_NVME_ENOSPC,
+	VKV_OPT_FAULT_IO_URING,
 	VKV_OPT_COUNT
 };
 
@@ -90,7 +107,17 @@ int vkv__parse_size(const char *s, uint64_t *out);
  * Fault injection: VKV_FAULT_<WHAT>=N makes the Nth call (1-based) fail,
  * N,every makes every call from the Nth on fail. Counters are per process.
  */
-enum vkv_fault_site { VKV_FAULT_PAGE_CREATE, VKV_FAULT_MAP, VKV_FAULT_COUNT };
+enum vkv_fault_site {
+	VKV_FAULT_PAGE_CREATE,
+	VKV_FAULT_MAP,
+	VKV_FAULT_DRAM_ALLOC,   /* a DRAM tier chunk allocation */
+	VKV_FAULT_NVME_WRITE,   /* an NVMe tier write (one I/O) */
+	VKV_FAULT_NVME_READ,    /* an NVMe tier read (one I/O) */
+	VKV_FAULT_NVME_CORRUPT, /* flip a byte of an NVMe read (one I/O) */
+	VKV_FAULT_NVME_ENOSPC,  /* growing the NVMe tier file */
+	VKV_FAULT_IO_URING,     /* creating the io_uring */
+	VKV_FAULT_COUNT
+};
 bool vkv__fault_hit(enum vkv_fault_site site);
 void vkv__fault_reset(void);
 
@@ -173,6 +200,9 @@ struct vkv_slot {
 	vkv_fence fence;      /* engine work pending at free time */
 	uint32_t tier;        /* tier holding the data while EVICTED */
 	void *tier_priv;      /* owned by the tier code while EVICTED */
+	uint64_t used_at;     /* ctx->tick of the last step/ensure (LRU of
+				 active slots for automatic demotion) */
+	uint32_t pins;        /* steps in progress on it: never demoted */
 };
 
 struct vkv_region {
@@ -271,7 +301,20 @@ struct vkv_ctx {
 	/* Set by the tier code: forget the lower-tier copy of an evicted
 	 * slot that is being freed or destroyed (lock held, slot busy). */
 	void (*tier_discard)(struct vkv_region *r, uint32_t s);
+	/* Tier state (struct vkv_tier, tier.c); NULL until created. */
+	struct vkv_tier *tier;
+	/* Automatic tiering (NULL when off), lock held: promote an evicted
+	 * slot before it is used (wait: synchronously; else start it), and
+	 * demote idle slots until `want` pages went back to the pool. */
+	int (*tier_promote)(struct vkv_region *r, uint32_t s, bool wait);
+	uint64_t (*tier_demote)(struct vkv_ctx *ctx, uint64_t want);
+	uint64_t tick;              /* vkv_step calls, for slot LRU (lock) */
 };
+
+/* Take n pages for slot growth or restore: the pool, then reclaimed
+ * cached pages, then (automatic tiering) demoted idle slots. Lock held on
+ * entry and return, dropped meanwhile; all or nothing; -ENOMEM. */
+int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n);
 
 /* Take cached pages back from freed slots, least recently freed first,
  * until `want` pages went back to the pool or none is left. Called with
@@ -286,6 +329,22 @@ void vkv__page_ref(struct vkv_ctx *ctx, struct vkv_page *pg, bool active);
 /* Returns true when the page is mapped nowhere any more. */
 bool vkv__page_unref(struct vkv_ctx *ctx, struct vkv_page *pg, bool active);
 void vkv__page_activate(struct vkv_ctx *ctx, struct vkv_page *pg, bool on);
+
+/* ----------------------------------------------------------------- tier.c */
+
+/* Set up a context's tiers (nothing is allocated before first use) and,
+ * with VKV_TIER_AUTO, install the automatic policy's hooks. */
+int vkv__tier_ctx_init(struct vkv_ctx *ctx);
+/* Stop the tier thread and release every tier buffer and file. */
+void vkv__tier_ctx_fini(struct vkv_ctx *ctx);
+
+/* --------------------------------------------------------------- crc32c.c */
+
+/* CRC-32C (Castagnoli) of buf, continuing from crc (start with 0). The
+ * SSE4.2 instruction when the CPU has it, else a table. */
+uint32_t vkv__crc32c(uint32_t crc, const void *buf, size_t len);
+/* The table version, always (tests compare the two). */
+uint32_t vkv__crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
 /* ---------------------------------------------------------------- stats.c
  * The process's segment. Writers bracket updates with begin/end (a mutex

@@ -169,9 +169,10 @@ static int slot_reserve_table(struct vkv_region *r, struct vkv_slot *sl,
 }
 
 /* Take n pages from the pool, reclaiming cached slots when the budget is
- * exhausted. Called with the lock held and the slot busy; drops the lock
- * around the pool. */
-static int take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
+ * exhausted, then demoting idle slots to a lower tier (automatic tiering).
+ * Called with the lock held and the slot busy; drops the lock around the
+ * pool. */
+int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
 {
 	int err;
 
@@ -181,7 +182,8 @@ static int take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
 		pthread_mutex_lock(&ctx->lock);
 		if (err != -ENOMEM)
 			return err;
-		if (vkv__ctx_reclaim(ctx, n) == 0) {
+		if (vkv__ctx_reclaim(ctx, n) == 0 &&
+		    (!ctx->tier_demote || ctx->tier_demote(ctx, n) == 0)) {
 			/* vkv__pool_get's detail still describes it. */
 			return err;
 		}
@@ -216,7 +218,7 @@ static int slot_grow(struct vkv_region *r, uint32_t s, uint64_t need, bool async
 	if (!tmp)
 		return vkv__set_error(-ENOMEM, "grow: out of host memory");
 	sl->busy = true;
-	err = take_pages(ctx, tmp, n);
+	err = vkv__take_pages(ctx, tmp, n);
 	if (err)
 		goto out_unbusy;
 	for (uint64_t i = 0; i < nper; i++)
@@ -283,6 +285,19 @@ static int check_tokens(struct vkv_region *r, uint64_t tokens)
 				      (unsigned long long)tokens,
 				      (unsigned long long)r->cfg.max_context);
 	return 0;
+}
+
+/* Automatic tiering: an evicted slot that is used again comes back first
+ * (wait), or starts coming back (prefetch). Without the policy, nothing
+ * happens and check_active() reports the slot as evicted. Lock held. */
+static int promote_evicted(struct vkv_region *r, uint32_t s, bool wait)
+{
+	struct vkv_ctx *ctx = r->ctx;
+
+	if (!ctx->tier_promote || s >= r->cfg.max_slots ||
+	    r->slots[s].state != VKV_SLOT_EVICTED)
+		return 0;
+	return ctx->tier_promote(r, s, wait);
 }
 
 /* ------------------------------------------------------------------ regions */
@@ -704,13 +719,17 @@ VKV_API int vkv_slot_ensure(vkv_region *r, uint32_t slot, uint64_t tokens)
 	if (!r)
 		return vkv__set_error(-EINVAL, "slot_ensure: NULL region");
 	pthread_mutex_lock(&r->ctx->lock);
-	err = check_active(r, slot);
+	err = promote_evicted(r, slot, true);
+	if (!err)
+		err = check_active(r, slot);
 	if (!err)
 		err = check_tokens(r, tokens);
 	if (!err)
 		err = slot_grow(r, slot, vkv__pages_for(r, tokens), false);
-	if (!err)
+	if (!err) {
 		r->slots[slot].last_len = tokens;
+		r->slots[slot].used_at = r->ctx->tick;
+	}
 	vkv__ctx_publish(r->ctx);
 	pthread_mutex_unlock(&r->ctx->lock);
 	return err;
@@ -739,6 +758,13 @@ VKV_API int vkv_slot_prefetch(vkv_region *r, uint32_t slot, uint64_t tokens)
 	if (!r)
 		return vkv__set_error(-EINVAL, "slot_prefetch: NULL region");
 	pthread_mutex_lock(&r->ctx->lock);
+	if (slot < r->cfg.max_slots && r->slots[slot].state == VKV_SLOT_EVICTED &&
+	    r->ctx->tier_promote) {
+		/* Restore in the background; the tokens follow at the step. */
+		err = promote_evicted(r, slot, false);
+		pthread_mutex_unlock(&r->ctx->lock);
+		return err;
+	}
 	err = check_active(r, slot);
 	if (!err)
 		err = check_tokens(r, tokens);
@@ -758,19 +784,30 @@ VKV_API int vkv_step(vkv_region *r, const uint32_t *slots, const uint64_t *lens,
 	uint64_t t0 = vkv__now_ns();
 	struct vkv_ctx *ctx;
 	bool queued = false;
+	size_t pinned = 0;
 	int err = 0;
 
 	if (!r || (n && (!slots || !lens)))
 		return vkv__set_error(-EINVAL, "step: NULL argument");
 	ctx = r->ctx;
 	pthread_mutex_lock(&ctx->lock);
-	/* Validate everything first: bad input changes nothing. */
+	ctx->tick++;
+	/* Validate everything first: bad input changes nothing (but slots
+	 * that automatic tiering brought back stay back). The batch's slots
+	 * are pinned: making room for one never demotes another. */
 	for (size_t i = 0; i < n && !err; i++) {
-		err = check_active(r, slots[i]);
+		err = promote_evicted(r, slots[i], true);
+		if (!err)
+			err = check_active(r, slots[i]);
 		if (!err)
 			err = check_tokens(r, lens[i]);
-		if (err)
+		if (err) {
 			vkv__prefix_error(err, "step: batch entry %zu", i);
+			break;
+		}
+		r->slots[slots[i]].pins++;
+		r->slots[slots[i]].used_at = ctx->tick;
+		pinned++;
 	}
 	for (size_t i = 0; i < n && !err; i++) {
 		struct vkv_slot *sl = &r->slots[slots[i]];
@@ -796,6 +833,8 @@ VKV_API int vkv_step(vkv_region *r, const uint32_t *slots, const uint64_t *lens,
 	}
 	if (queued)
 		vkv__ctx_kick(ctx);
+	for (size_t i = 0; i < pinned; i++)
+		r->slots[slots[i]].pins--;
 	vkv__ctx_publish(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	vkv__stats_step(vkv__now_ns() - t0);

@@ -1,0 +1,27 @@
+# SPDX-License-Identifier: MIT
+# tier: eviction of slots to host DRAM (libnuma) and NVMe (liburing), the
+# automatic policy, and their Check suite.
+#
+#   make check-tier        the suite (NVMe files in $(TIER_TEST_DIR))
+#
+# The NVMe tests need a directory on a real disk: tmpfs has no O_DIRECT
+# (the tier then falls back to buffered I/O, which the suite also covers).
+
+LIB_SRCS += runtime/tier.c runtime/tier_dram.c runtime/tier_nvme.c runtime/crc32c.c
+LIB_LDLIBS += -lnuma -luring
+
+TEST_TIER := $(BUILD)/tests/test_tier
+TIER_TEST_DIR ?= /var/tmp
+
+$(TEST_TIER): tests/test_tier.c $(BUILD)/lib/libvkv.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
+		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)
+
+ALL_TARGETS += $(TEST_TIER)
+
+.PHONY: check-tier
+check-tier: $(TEST_TIER)
+	VKV_LOG=quiet VKV_BACKEND=host VKV_TEST_PAGE=2097152 \
+		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
+CHECK_TARGETS += check-tier

@@ -1,0 +1,829 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_tier.c - Check suite for tiering: eviction of slots to host DRAM and
+ * NVMe and their restoration at the same addresses, through the public API.
+ *
+ * Covers round trips for both tiers and both layouts, prefix-shared pages
+ * (stored once, restored shared), restoration into a region whose
+ * neighbours changed, the automatic policy (demotion of idle slots, DRAM
+ * overflow to NVMe, promotion on step and prefetch), every fault the tier
+ * promises to survive (ENOSPC, I/O errors, a corrupted extent, a truncated
+ * file, a missing directory, io_uring unavailable, no O_DIRECT) and a
+ * threaded test that evicts and restores while other slots step (run under
+ * TSan by `make SAN=tsan check`).
+ *
+ * NVMe files go to $VKV_TEST_DIR (default /var/tmp: tmpfs has no O_DIRECT).
+ * Each test runs in its own process (Check's fork mode), so options set
+ * with setenv() and fault counters never leak into the next test.
+ */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vkv.h"
+#include "vkv_stats.h"
+
+/* Internals under test (libvkv.a). */
+uint32_t vkv__crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t vkv__crc32c_sw(uint32_t crc, const void *buf, size_t len);
+int vkv__tier_nvme_fd(vkv_ctx *ctx);
+
+#define OK(expr)                                                              \
+	do {                                                                  \
+		int _e = (expr);                                              \
+		ck_assert_msg(_e == 0, "%s = %d (%s)", #expr, _e,             \
+			      vkv_strerror(_e));                              \
+	} while (0)
+#define FAILS(expr, code)                                                     \
+	do {                                                                  \
+		int _e = (expr);                                              \
+		ck_assert_msg(_e == (code), "%s = %d, expected %d (%s)",      \
+			      #expr, _e, (code), vkv_strerror(_e));           \
+	} while (0)
+
+#define LAYERS 2
+#define HEADS 2
+#define DIM 64
+#define TOKEN_BYTES (HEADS * DIM * 2)
+
+static uint64_t test_page(void)
+{
+	const char *s = getenv("VKV_TEST_PAGE");
+
+	return s ? strtoull(s, NULL, 0) : 0;
+}
+
+static void use_test_dir(void)
+{
+	const char *d = getenv("VKV_TEST_DIR");
+
+	setenv("VKV_NVME_DIR", d ? d : "/var/tmp", 1);
+}
+
+static vkv_ctx *make_ctx(uint64_t budget)
+{
+	struct vkv_ctx_config cfg;
+	vkv_ctx *ctx = NULL;
+
+	use_test_dir();
+	vkv_ctx_config_init(&cfg);
+	if (test_page())
+		cfg.page_size = test_page();
+	cfg.budget = budget;
+	cfg.flags |= VKV_CTX_NO_STATS;
+	OK(vkv_ctx_create(&cfg, &ctx));
+	return ctx;
+}
+
+static uint64_t ctx_page(vkv_ctx *ctx)
+{
+	struct vkv_ctx_info info;
+
+	OK(vkv_ctx_info(ctx, &info));
+	return info.page_size;
+}
+
+/* The page size contexts of this run get. */
+static uint64_t run_page(void)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	uint64_t ps = ctx_page(ctx);
+
+	OK(vkv_ctx_destroy(ctx));
+	return ps;
+}
+
+/* Tokens that fill `pages` pages of one tensor. */
+static uint64_t tokens_for_pages(vkv_region *r, uint64_t pages)
+{
+	struct vkv_region_info ri;
+
+	OK(vkv_region_info(r, &ri));
+	return pages * ri.tokens_per_page;
+}
+
+static vkv_region *make_region(vkv_ctx *ctx, enum vkv_layout layout,
+			       uint32_t slots, uint64_t pages_per_slot)
+{
+	struct vkv_region_config rc;
+	vkv_region *r = NULL;
+	uint64_t tpp;
+
+	vkv_region_config_init(&rc);
+	rc.layers = LAYERS;
+	rc.kv_heads = HEADS;
+	rc.head_dim = DIM;
+	rc.elem_size = 2;
+	rc.max_slots = slots;
+	rc.layout = layout;
+	tpp = ctx_page(ctx) / TOKEN_BYTES / (layout == VKV_LAYOUT_ALL_LAYERS ?
+						     2 * LAYERS : 1);
+	rc.max_context = tpp * pages_per_slot;
+	OK(vkv_region_create(ctx, &rc, &r));
+	return r;
+}
+
+static uint8_t pattern(uint32_t seed, uint32_t layer, int kv, uint64_t tok,
+		       uint64_t byte)
+{
+	uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ULL ^ (layer * 131 + (unsigned)kv * 7) ^
+		     (tok * 0x100000001B3ULL) ^ (byte * 0xff51afd7ed558ccdULL);
+
+	x ^= x >> 29;
+	return (uint8_t)(x * 0xbf58476d1ce4e5b9ULL >> 56);
+}
+
+/* Write tokens [0, n) of every layer/kv of a slot with seed's pattern. */
+static void fill(vkv_region *r, uint32_t s, uint64_t n, uint32_t seed)
+{
+	uint8_t *buf = malloc(n * TOKEN_BYTES);
+
+	ck_assert_ptr_nonnull(buf);
+	OK(vkv_slot_ensure(r, s, n));
+	for (uint32_t l = 0; l < LAYERS; l++) {
+		for (int kv = 0; kv < 2; kv++) {
+			for (uint64_t t = 0; t < n; t++)
+				for (uint64_t b = 0; b < TOKEN_BYTES; b++)
+					buf[t * TOKEN_BYTES + b] = pattern(seed, l, kv, t, b);
+			OK(vkv_slot_write(r, s, l, kv, 0, n, buf));
+		}
+	}
+	free(buf);
+}
+
+static bool matches(vkv_region *r, uint32_t s, uint64_t n, uint32_t seed)
+{
+	uint8_t *buf = malloc(n * TOKEN_BYTES);
+	bool ok = true;
+
+	ck_assert_ptr_nonnull(buf);
+	for (uint32_t l = 0; l < LAYERS && ok; l++) {
+		for (int kv = 0; kv < 2 && ok; kv++) {
+			OK(vkv_slot_read(r, s, l, kv, 0, n, buf));
+			for (uint64_t t = 0; t < n && ok; t++)
+				for (uint64_t b = 0; b < TOKEN_BYTES && ok; b++)
+					ok = buf[t * TOKEN_BYTES + b] == pattern(seed, l, kv, t, b);
+		}
+	}
+	free(buf);
+	return ok;
+}
+
+static struct vkv_slot_info slot_info(vkv_region *r, uint32_t s)
+{
+	struct vkv_slot_info si;
+
+	OK(vkv_slot_info(r, s, &si));
+	return si;
+}
+
+static uint64_t pages_mapped(vkv_ctx *ctx)
+{
+	struct vkv_ctx_info info;
+
+	OK(vkv_ctx_info(ctx, &info));
+	return info.pages_mapped;
+}
+
+/* ------------------------------------------------------------------ crc */
+
+START_TEST(crc32c_matches_reference)
+{
+	static const char v[] = "123456789";
+	uint8_t buf[4099];
+
+	ck_assert_uint_eq(vkv__crc32c_sw(0, v, 9), 0xE3069283u);
+	ck_assert_uint_eq(vkv__crc32c(0, v, 9), 0xE3069283u);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + (i >> 5));
+	for (size_t off = 0; off < 9; off++)
+		ck_assert_uint_eq(vkv__crc32c(0, buf + off, sizeof(buf) - off),
+				  vkv__crc32c_sw(0, buf + off, sizeof(buf) - off));
+	/* Continuation: crc(a+b) == crc(b, crc(a)). */
+	ck_assert_uint_eq(vkv__crc32c(vkv__crc32c(0, buf, 100), buf + 100, 3999),
+			  vkv__crc32c(0, buf, 4099));
+}
+END_TEST
+
+/* ----------------------------------------------------------- round trips */
+
+static void round_trip(unsigned tier, enum vkv_layout layout)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, layout, 4, 3);
+	uint64_t full = tokens_for_pages(r, 3), part = tokens_for_pages(r, 1) + 5;
+	uint32_t batch[2] = { 2, 0 };
+	uint64_t lens[1];
+	struct vkv_tensor before, after;
+	uint64_t mapped0;
+	vkv_op *op = NULL;
+
+	for (uint32_t s = 0; s < 4; s++)
+		OK(vkv_slot_alloc_at(r, s));
+	fill(r, 0, full, 10);
+	fill(r, 1, part, 11);
+	fill(r, 2, part, 12);
+	OK(vkv_region_tensor(r, 1, VKV_V, &before));
+	mapped0 = pages_mapped(ctx);
+
+	OK(vkv_evict(r, batch, 2, tier, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_poll(op));
+	OK(vkv_op_free(op));
+	ck_assert_uint_eq(slot_info(r, 0).tier, tier);
+	ck_assert_uint_eq(slot_info(r, 2).tier, tier);
+	ck_assert_uint_eq(slot_info(r, 0).allocated, 1);
+	ck_assert_uint_eq(slot_info(r, 0).pages, 0);
+	ck_assert_uint_lt(pages_mapped(ctx), mapped0);
+	/* An evicted slot cannot be used until restored. */
+	lens[0] = 1;
+	FAILS(vkv_step(r, batch, lens, 1), -EAGAIN);
+	FAILS(vkv_slot_ensure(r, 0, 1), -EAGAIN);
+	FAILS(vkv_evict(r, batch, 1, tier, NULL), -EAGAIN);
+	ck_assert(matches(r, 1, part, 11));
+
+	OK(vkv_restore(r, batch, 2, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+	OK(vkv_region_tensor(r, 1, VKV_V, &after));
+	ck_assert_uint_eq(before.addr, after.addr);
+	ck_assert_uint_eq(slot_info(r, 0).tier, 0);
+	ck_assert_uint_eq(slot_info(r, 0).backed_tokens, full);
+	ck_assert_uint_eq(pages_mapped(ctx), mapped0);
+	ck_assert(matches(r, 0, full, 10));
+	ck_assert(matches(r, 1, part, 11));
+	ck_assert(matches(r, 2, part, 12));
+	/* And usable again. */
+	lens[0] = full;
+	OK(vkv_step(r, batch + 1, lens, 1));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+
+START_TEST(round_trip_dram_per_layer)
+{
+	round_trip(VKV_TIER_DRAM, VKV_LAYOUT_PER_LAYER);
+}
+END_TEST
+
+START_TEST(round_trip_dram_all_layers)
+{
+	round_trip(VKV_TIER_DRAM, VKV_LAYOUT_ALL_LAYERS);
+}
+END_TEST
+
+START_TEST(round_trip_nvme_per_layer)
+{
+	round_trip(VKV_TIER_NVME, VKV_LAYOUT_PER_LAYER);
+}
+END_TEST
+
+START_TEST(round_trip_nvme_all_layers)
+{
+	round_trip(VKV_TIER_NVME, VKV_LAYOUT_ALL_LAYERS);
+}
+END_TEST
+
+/* The fallbacks give the same results. */
+START_TEST(round_trip_nvme_without_io_uring)
+{
+	setenv("VKV_FAULT_IO_URING", "1", 1);
+	round_trip(VKV_TIER_NVME, VKV_LAYOUT_PER_LAYER);
+}
+END_TEST
+
+START_TEST(round_trip_nvme_on_tmpfs)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 2);
+	uint64_t n = tokens_for_pages(r, 2);
+	uint32_t s = 1;
+
+	setenv("VKV_NVME_DIR", "/dev/shm", 1); /* no O_DIRECT there */
+	OK(vkv_slot_alloc_at(r, s));
+	fill(r, s, n, 3);
+	OK(vkv_evict(r, &s, 1, VKV_TIER_NVME, NULL));
+	OK(vkv_restore(r, &s, 1, NULL));
+	ck_assert(matches(r, s, n, 3));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* Pages shared by prefix sharing are stored once and restored shared. */
+static void shared_prefix(unsigned tier)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 4);
+	uint64_t prefix = tokens_for_pages(r, 2), n = tokens_for_pages(r, 3);
+	uint32_t both[2] = { 0, 1 };
+	uint64_t mapped0, shared0;
+
+	OK(vkv_slot_alloc_at(r, 0));
+	OK(vkv_slot_alloc_at(r, 1));
+	fill(r, 0, n, 5);
+	OK(vkv_slot_share_prefix(r, 1, 0, prefix));
+	OK(vkv_slot_ensure(r, 1, n));
+	shared0 = slot_info(r, 1).shared_pages;
+	ck_assert_uint_eq(shared0, 2 * 2 * LAYERS);
+	mapped0 = pages_mapped(ctx);
+
+	OK(vkv_evict(r, both, 2, tier, NULL));
+	ck_assert_uint_eq(pages_mapped(ctx), 0);
+	OK(vkv_restore(r, both, 2, NULL));
+	ck_assert_uint_eq(pages_mapped(ctx), mapped0);
+	ck_assert_uint_eq(slot_info(r, 1).shared_pages, shared0);
+	ck_assert(matches(r, 0, n, 5));
+	ck_assert(matches(r, 1, prefix, 5));
+
+	/* Restored apart, each gets its own copy of the prefix. */
+	OK(vkv_evict(r, both, 2, tier, NULL));
+	OK(vkv_restore(r, &both[1], 1, NULL));
+	ck_assert(matches(r, 1, prefix, 5));
+	OK(vkv_restore(r, &both[0], 1, NULL));
+	ck_assert(matches(r, 0, n, 5));
+	ck_assert_uint_eq(slot_info(r, 1).shared_pages, 0);
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+
+START_TEST(shared_prefix_dram)
+{
+	shared_prefix(VKV_TIER_DRAM);
+}
+END_TEST
+
+START_TEST(shared_prefix_nvme)
+{
+	shared_prefix(VKV_TIER_NVME);
+}
+END_TEST
+
+/* Restore into a region whose neighbouring slots changed meanwhile. */
+START_TEST(restore_after_neighbours_changed)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 3);
+	uint64_t n = tokens_for_pages(r, 2), big = tokens_for_pages(r, 3);
+	uint32_t mid = 1;
+
+	for (uint32_t s = 0; s < 3; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		fill(r, s, n, s);
+	}
+	OK(vkv_evict(r, &mid, 1, VKV_TIER_NVME, NULL));
+	OK(vkv_slot_free(r, 0));
+	OK(vkv_ctx_trim(ctx, NULL));
+	OK(vkv_slot_alloc_at(r, 0));
+	fill(r, 0, big, 20);
+	fill(r, 2, big, 22);
+	OK(vkv_restore(r, &mid, 1, NULL));
+	ck_assert(matches(r, 0, big, 20));
+	ck_assert(matches(r, 1, n, 1));
+	ck_assert(matches(r, 2, big, 22));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* ------------------------------------------------------------- bad input */
+
+START_TEST(bad_input_changes_nothing)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 4, 2);
+	uint32_t dup[2] = { 1, 1 }, s = 1, never = 3, out = 9;
+	uint64_t n = tokens_for_pages(r, 1);
+	vkv_op *op = NULL;
+
+	OK(vkv_slot_alloc_at(r, s));
+	fill(r, s, n, 1);
+	FAILS(vkv_evict(NULL, &s, 1, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_evict(r, NULL, 1, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_evict(r, &s, 0, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_evict(r, &s, 1, 0, &op), -EINVAL);
+	FAILS(vkv_evict(r, &s, 1, 7, &op), -EINVAL);
+	FAILS(vkv_evict(r, dup, 2, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_evict(r, &never, 1, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_evict(r, &out, 1, VKV_TIER_DRAM, &op), -EINVAL);
+	FAILS(vkv_restore(r, &s, 1, &op), -EINVAL);
+	FAILS(vkv_op_poll(NULL), -EINVAL);
+	FAILS(vkv_op_wait(NULL), -EINVAL);
+	OK(vkv_op_free(NULL));
+	ck_assert_ptr_null(op);
+	ck_assert_uint_eq(slot_info(r, s).tier, 0);
+	ck_assert(matches(r, s, n, 1));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* Freeing an evicted slot forgets its copy; the slot is reusable, and a
+ * region destroyed with evicted slots leaves nothing behind. */
+START_TEST(free_and_destroy_evicted)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 2);
+	uint64_t n = tokens_for_pages(r, 2);
+	uint32_t a = 0, b = 1, got;
+
+	OK(vkv_slot_alloc_at(r, a));
+	OK(vkv_slot_alloc_at(r, b));
+	fill(r, a, n, 1);
+	fill(r, b, n, 2);
+	OK(vkv_evict(r, &a, 1, VKV_TIER_DRAM, NULL));
+	OK(vkv_evict(r, &b, 1, VKV_TIER_NVME, NULL));
+	OK(vkv_slot_free(r, a));
+	FAILS(vkv_slot_free(r, a), -EINVAL);
+	FAILS(vkv_restore(r, &a, 1, NULL), -EINVAL);
+	OK(vkv_slot_alloc(r, 0, &got));
+	fill(r, got, n, 3);
+	ck_assert(matches(r, got, n, 3));
+	OK(vkv_region_destroy(r)); /* b is still evicted */
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- faults */
+
+/* An eviction that fails leaves the slot as it was. */
+static void evict_fails_cleanly(unsigned tier, int code)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 3);
+	uint64_t n = tokens_for_pages(r, 3);
+	uint32_t s = 0;
+	uint64_t lens = n, mapped;
+
+	OK(vkv_slot_alloc_at(r, s));
+	fill(r, s, n, 7);
+	mapped = pages_mapped(ctx);
+	FAILS(vkv_evict(r, &s, 1, tier, NULL), code);
+	ck_assert_uint_eq(slot_info(r, s).tier, 0);
+	ck_assert_uint_eq(pages_mapped(ctx), mapped);
+	ck_assert(matches(r, s, n, 7));
+	OK(vkv_step(r, &s, &lens, 1));
+	/* The tier is usable afterwards. */
+	unsetenv("VKV_FAULT_NVME_WRITE");
+	unsetenv("VKV_FAULT_NVME_ENOSPC");
+	unsetenv("VKV_FAULT_DRAM_ALLOC");
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+
+START_TEST(fault_nvme_budget_full)
+{
+	setenv("VKV_NVME_BUDGET", "4K", 1); /* less than the slot's 12 pages */
+	setenv("VKV_NVME_GROW", "4K", 1);
+	evict_fails_cleanly(VKV_TIER_NVME, -ENOSPC);
+}
+END_TEST
+
+START_TEST(fault_nvme_disk_full)
+{
+	setenv("VKV_FAULT_NVME_ENOSPC", "1", 1);
+	evict_fails_cleanly(VKV_TIER_NVME, -ENOSPC);
+}
+END_TEST
+
+START_TEST(fault_nvme_write_error)
+{
+	setenv("VKV_FAULT_NVME_WRITE", "3", 1);
+	evict_fails_cleanly(VKV_TIER_NVME, -EIO);
+}
+END_TEST
+
+START_TEST(fault_nvme_dir_missing)
+{
+	setenv("VKV_TEST_DIR", "/nonexistent/vkv-tier", 1);
+	evict_fails_cleanly(VKV_TIER_NVME, -ENOENT);
+}
+END_TEST
+
+START_TEST(fault_dram_budget_full)
+{
+	setenv("VKV_DRAM_BUDGET", "4K", 1); /* less than the slot's 12 pages */
+	evict_fails_cleanly(VKV_TIER_DRAM, -ENOSPC);
+}
+END_TEST
+
+START_TEST(fault_dram_alloc_failure)
+{
+	setenv("VKV_FAULT_DRAM_ALLOC", "1", 1);
+	evict_fails_cleanly(VKV_TIER_DRAM, -ENOMEM);
+}
+END_TEST
+
+/* A failed restore: the slot stays evicted (read error) or comes back
+ * empty and reusable (corrupt or lost copy); bad data is never mapped. */
+static void restore_fault(const char *var, const char *val, int code,
+			  bool truncate_file)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 3);
+	uint64_t n = tokens_for_pages(r, 3);
+	uint32_t s = 1, other = 2;
+	struct vkv_slot_info si;
+	vkv_op *op;
+
+	OK(vkv_slot_alloc_at(r, s));
+	OK(vkv_slot_alloc_at(r, other));
+	fill(r, s, n, 9);
+	fill(r, other, n, 10);
+	OK(vkv_evict(r, &s, 1, VKV_TIER_NVME, NULL));
+	if (truncate_file)
+		ck_assert_int_eq(ftruncate(vkv__tier_nvme_fd(ctx), 0), 0);
+	if (var)
+		setenv(var, val, 1);
+	OK(vkv_restore(r, &s, 1, &op));
+	FAILS(vkv_op_wait(op), code);
+	FAILS(vkv_op_poll(op), code);
+	OK(vkv_op_free(op));
+	if (var)
+		unsetenv(var);
+	si = slot_info(r, s);
+	ck_assert_uint_eq(si.allocated, 1);
+	if (code == -EIO && !truncate_file) {
+		/* The copy is intact: still evicted, a retry succeeds. */
+		ck_assert_uint_eq(si.tier, VKV_TIER_NVME);
+		OK(vkv_restore(r, &s, 1, NULL));
+		ck_assert(matches(r, s, n, 9));
+	} else {
+		ck_assert_uint_eq(si.tier, 0);
+		ck_assert_uint_eq(si.backed_tokens, 0);
+		ck_assert_uint_eq(si.pages, 0);
+		fill(r, s, n, 11); /* reusable */
+		ck_assert(matches(r, s, n, 11));
+	}
+	ck_assert(matches(r, other, n, 10));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+
+START_TEST(fault_nvme_read_error)
+{
+	restore_fault("VKV_FAULT_NVME_READ", "2", -EIO, false);
+}
+END_TEST
+
+START_TEST(fault_nvme_corrupt_extent)
+{
+	restore_fault("VKV_FAULT_NVME_CORRUPT", "2", -EBADMSG, false);
+}
+END_TEST
+
+START_TEST(fault_nvme_truncated_file)
+{
+	restore_fault(NULL, NULL, -EIO, true);
+}
+END_TEST
+
+/* A restore that finds no room in the pool leaves the slot evicted. */
+START_TEST(restore_without_room)
+{
+	vkv_ctx *ctx = make_ctx(12 * run_page());
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 3);
+	uint64_t n = tokens_for_pages(r, 3) / 2 + 1;
+	uint32_t a = 0, b = 1;
+
+	OK(vkv_slot_alloc_at(r, a));
+	OK(vkv_slot_alloc_at(r, b));
+	fill(r, a, n, 1); /* 2 pages x 4 tensors */
+	OK(vkv_evict(r, &a, 1, VKV_TIER_DRAM, NULL));
+	fill(r, b, tokens_for_pages(r, 3), 2); /* 12 pages: the whole budget */
+	FAILS(vkv_restore(r, &a, 1, NULL), -ENOMEM);
+	ck_assert_uint_eq(slot_info(r, a).tier, VKV_TIER_DRAM);
+	OK(vkv_slot_free(r, b));
+	OK(vkv_restore(r, &a, 1, NULL));
+	ck_assert(matches(r, a, n, 1));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* -------------------------------------------------------- automatic policy */
+
+START_TEST(auto_demotes_idle_and_promotes_on_step)
+{
+	vkv_ctx *ctx;
+	vkv_region *r;
+	uint64_t page, n, lens[1];
+	char budget[32];
+	uint32_t s;
+
+	setenv("VKV_TIER_AUTO", "1", 1);
+	setenv("VKV_TIER_IDLE", "1", 1);
+	setenv("VKV_WORKER", "0", 1);
+	page = run_page();
+	/* DRAM has room for two slots of 2 pages x 4 tensors. */
+	snprintf(budget, sizeof(budget), "%llu", (unsigned long long)(16 * page));
+	setenv("VKV_DRAM_BUDGET", budget, 1);
+	ctx = make_ctx(16 * page);
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 4, 2);
+	n = tokens_for_pages(r, 2);
+	for (s = 0; s < 4; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		/* Each fill must demote the least recently used slots. */
+		fill(r, s, n, s);
+		lens[0] = n;
+		OK(vkv_step(r, &s, lens, 1));
+	}
+	ck_assert_uint_eq(slot_info(r, 0).tier, VKV_TIER_DRAM);
+	ck_assert_uint_eq(slot_info(r, 1).tier, VKV_TIER_DRAM);
+	/* DRAM (two slots' worth) is full: the next demotions go to NVMe. */
+	s = 0;
+	lens[0] = n;
+	OK(vkv_step(r, &s, lens, 1)); /* promotes 0, demotes 2 to NVMe */
+	ck_assert_uint_eq(slot_info(r, 0).tier, 0);
+	ck_assert_uint_eq(slot_info(r, 2).tier, VKV_TIER_NVME);
+	ck_assert(matches(r, 0, n, 0));
+	/* Prefetch starts the restore; the step finds it (or waits). */
+	s = 2;
+	OK(vkv_slot_prefetch(r, s, n));
+	OK(vkv_step(r, &s, lens, 1));
+	ck_assert_uint_eq(slot_info(r, 2).tier, 0);
+	ck_assert(matches(r, 2, n, 2));
+	for (s = 0; s < 4; s++) {
+		OK(vkv_step(r, &s, lens, 1));
+		ck_assert(matches(r, s, n, s));
+	}
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* Without the policy nothing is demoted: the budget says no. */
+START_TEST(no_auto_means_enomem)
+{
+	vkv_ctx *ctx;
+	vkv_region *r;
+	uint64_t n;
+
+	setenv("VKV_WORKER", "0", 1);
+	ctx = make_ctx(8 * run_page());
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 2);
+	n = tokens_for_pages(r, 2);
+	OK(vkv_slot_alloc_at(r, 0));
+	OK(vkv_slot_alloc_at(r, 1));
+	fill(r, 0, n, 0);
+	FAILS(vkv_slot_ensure(r, 1, n), -ENOMEM);
+	ck_assert_uint_eq(slot_info(r, 0).tier, 0);
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+/* ----------------------------------------------------------- concurrency */
+
+struct stepper {
+	vkv_region *r;
+	uint64_t max_len;
+	uint32_t first, count;
+	int rounds;
+	int err;
+};
+
+/* Steps its slots and checks a token written at each step. */
+static void *step_thread(void *arg)
+{
+	struct stepper *st = arg;
+	uint8_t tok[TOKEN_BYTES], back[TOKEN_BYTES];
+
+	for (int i = 1; i <= st->rounds && !st->err; i++) {
+		for (uint32_t s = st->first; s < st->first + st->count && !st->err; s++) {
+			uint64_t len = (uint64_t)i * 13 % st->max_len + 1;
+
+			memset(tok, (int)(s * 31 + (uint32_t)i), sizeof(tok));
+			st->err = vkv_step(st->r, &s, &len, 1);
+			if (!st->err)
+				st->err = vkv_slot_write(st->r, s, 1, VKV_V, len - 1, 1, tok);
+			if (!st->err)
+				st->err = vkv_slot_read(st->r, s, 1, VKV_V, len - 1, 1, back);
+			if (!st->err && memcmp(tok, back, sizeof(tok)))
+				st->err = -EILSEQ;
+		}
+	}
+	return NULL;
+}
+
+struct evicter {
+	vkv_region *r;
+	uint32_t first, count;
+	int rounds;
+	int err;
+};
+
+static void *evict_thread(void *arg)
+{
+	struct evicter *ev = arg;
+	uint32_t slots[8];
+
+	for (uint32_t i = 0; i < ev->count; i++)
+		slots[i] = ev->first + i;
+	for (int i = 0; i < ev->rounds && !ev->err; i++) {
+		unsigned tier = i % 2 ? VKV_TIER_NVME : VKV_TIER_DRAM;
+		vkv_op *op = NULL;
+
+		ev->err = vkv_evict(ev->r, slots, ev->count, tier, &op);
+		if (!ev->err) {
+			while (vkv_op_poll(op) == -EINPROGRESS)
+				sched_yield();
+			ev->err = vkv_op_wait(op);
+			vkv_op_free(op);
+		}
+		if (!ev->err)
+			ev->err = vkv_restore(ev->r, slots, ev->count, NULL);
+	}
+	return NULL;
+}
+
+START_TEST(evict_restore_while_stepping)
+{
+	vkv_ctx *ctx = make_ctx(0);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 8, 2);
+	struct stepper st = { r, tokens_for_pages(r, 2), 0, 4, 60, 0 };
+	struct evicter ev = { r, 4, 4, 6, 0 };
+	uint64_t n = tokens_for_pages(r, 1) + 3;
+	pthread_t a, b;
+
+	for (uint32_t s = 0; s < 8; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		if (s >= 4)
+			fill(r, s, n, s);
+	}
+	ck_assert_int_eq(pthread_create(&a, NULL, step_thread, &st), 0);
+	ck_assert_int_eq(pthread_create(&b, NULL, evict_thread, &ev), 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	OK(st.err);
+	OK(ev.err);
+	for (uint32_t s = 4; s < 8; s++)
+		ck_assert(matches(r, s, n, s));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
+static Suite *tier_suite(void)
+{
+	Suite *s = suite_create("tier");
+	TCase *tc;
+
+	tc = tcase_create("round trips");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, crc32c_matches_reference);
+	tcase_add_test(tc, round_trip_dram_per_layer);
+	tcase_add_test(tc, round_trip_dram_all_layers);
+	tcase_add_test(tc, round_trip_nvme_per_layer);
+	tcase_add_test(tc, round_trip_nvme_all_layers);
+	tcase_add_test(tc, round_trip_nvme_without_io_uring);
+	tcase_add_test(tc, round_trip_nvme_on_tmpfs);
+	tcase_add_test(tc, shared_prefix_dram);
+	tcase_add_test(tc, shared_prefix_nvme);
+	tcase_add_test(tc, restore_after_neighbours_changed);
+	tcase_add_test(tc, bad_input_changes_nothing);
+	tcase_add_test(tc, free_and_destroy_evicted);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("faults");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, fault_nvme_budget_full);
+	tcase_add_test(tc, fault_nvme_disk_full);
+	tcase_add_test(tc, fault_nvme_write_error);
+	tcase_add_test(tc, fault_nvme_dir_missing);
+	tcase_add_test(tc, fault_dram_budget_full);
+	tcase_add_test(tc, fault_dram_alloc_failure);
+	tcase_add_test(tc, fault_nvme_read_error);
+	tcase_add_test(tc, fault_nvme_corrupt_extent);
+	tcase_add_test(tc, fault_nvme_truncated_file);
+	tcase_add_test(tc, restore_without_room);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("policy");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, auto_demotes_idle_and_promotes_on_step);
+	tcase_add_test(tc, no_auto_means_enomem);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("threads");
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, evict_restore_while_stepping);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(tier_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
