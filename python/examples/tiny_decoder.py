@@ -159,8 +159,15 @@ class VkvStore:
         self.cache.restore([slot])
 
     def report(self):
-        return {"backend": self.ctx.backend, "committed_bytes": self.cache.info().committed_bytes,
-                "reserved_bytes": self.cache.reserved_bytes}
+        out = {"backend": self.ctx.backend, "committed_bytes": self.cache.info().committed_bytes,
+               "reserved_bytes": self.cache.reserved_bytes}
+        try:  # tier traffic, as vkvstat would show it
+            dram = vkv.stats()["tiers"]["dram"]
+            out.update(dram_evictions=dram["evictions"], dram_restores=dram["restores"],
+                       dram_bytes_in=dram["bytes_in"])
+        except vkv.VkvError:
+            pass  # stats not published (VKV_STATS=0)
+        return out
 
     def close(self):
         self.tensors = None
@@ -240,10 +247,11 @@ def serve(model, store, requests, max_slots, budget_pages, swap):
 
     it = 0
     while waiting or swapped or running:
-        # admission: swapped requests first (FIFO), then new arrivals
+        # admission: swapped requests first (FIFO; they still hold their
+        # slot), then new arrivals while a slot is free
         for queue in (swapped, waiting):
-            while queue and (queue is swapped or queue[0]["arrival"] <= it) and \
-                    len(running) < max_slots and \
+            while queue and (queue is swapped or (queue[0]["arrival"] <= it and
+                                                  len(running) + len(swapped) < max_slots)) and \
                     sum(pages(need(r)) for r in running) + pages(need(queue[0])) <= budget_pages:
                 r = queue.pop(0)
                 if r["slot"] is None:

@@ -154,3 +154,30 @@ def test_evict_restore_keeps_tensor_contents(cache):
         assert torch.equal(k[a, :n].cpu(), data[2 * layer])
         assert torch.equal(v[a, :n].cpu(), data[2 * layer + 1])
         assert torch.equal(k[b, :n].cpu(), torch.ones(n, 2, 16))
+
+
+@pytest.mark.skipif(not vkv.has_tiering(),
+                    reason="libvkv has no tiering API yet (vkv_evict/vkv_restore)")
+def test_evict_restore_async_batch(cache):
+    slots = [cache.alloc() for _ in range(3)]
+    cache.step(slots, [10, 70, 130])
+    k = cache.k(0)
+    for i, s in enumerate(slots):
+        k[s, :10] = float(i + 1)
+    sync()
+    op = cache.evict(slots, tier="dram", wait=False)
+    op.wait()
+    assert op.done() and all(cache.slot_info(s).tier == 1 for s in slots)
+    with pytest.raises(vkv.VkvError) as e:
+        cache.evict(slots[:1])
+    assert e.value.errno == 11  # EAGAIN: already evicted
+    op = cache.restore(slots, wait=False)
+    while not op.done():
+        pass
+    for i, s in enumerate(slots):
+        assert torch.equal(cache.read(s, 0, vkv.K, 0, 10), torch.full((10, 2, 16), i + 1.0))
+    with pytest.raises(vkv.VkvError) as e:
+        cache.restore(slots[:1])
+    assert e.value.errno == 22  # EINVAL: not evicted
+    with pytest.raises(ValueError):
+        cache.evict(slots, tier="tape")
