@@ -10,7 +10,11 @@ cd "$(dirname "$0")/../.."
 
 BENCH=$BUILD/bin/vkvbench
 [ -x "$BENCH" ] || skip "$BENCH is not built"
-VKV_LOG=quiet "$BENCH" serve >"$T/serve.out" 2>&1 &
+# Many requests, so that it is still serving while vkvstat looks; it is
+# stopped at the end.
+ARGS=(serve)
+"$BENCH" serve --help 2>&1 | grep -q -- "--requests" && ARGS+=(--requests 1000000)
+VKV_LOG=quiet "$BENCH" "${ARGS[@]}" >"$T/serve.out" 2>&1 &
 SPID=$!
 BG_PIDS+=("$SPID")
 sleep 0.3
