@@ -81,3 +81,31 @@ valgrind: valgrind-kernels
 
 CHECK_TARGETS += check-kernels-gpu
 endif
+
+# The kernels' device code run on the CPU (tests/kernels_emu.cc emulates
+# threads, barriers and warp shuffles with fibers): proves the .cu sources in
+# CI without a GPU. Needs cuda.h's fp16/bf16 headers and a C++ compiler, not
+# nvcc. Plain builds only: the sanitizers do not follow fiber switches.
+ifeq ($(HAVE_CUDA_H)$(SAN),1)
+KERN_EMU_CXXFLAGS := -std=c++17 -g -O1 -Wall -Wextra -Werror \
+	-Wno-unknown-pragmas -isystem $(CUDA_HOME)/include -Ikernels -Itests
+TEST_KERNELS_EMU := $(BUILD)/tests/test_kernels_emu
+
+$(BUILD)/obj/tests/kernels_emu.o: tests/kernels_emu.cc tests/kernels_emu.h \
+		$(KERN_CUS) kernels/vkv_kern_abi.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(KERN_EMU_CXXFLAGS) -c $< -o $@
+
+$(TEST_KERNELS_EMU): tests/test_kernels_emu.c tests/kern_case.h \
+		tests/kernels_emu.h $(BUILD)/obj/tests/kernels_emu.o \
+		$(BUILD)/obj/runtime/attn_ref.o
+	@mkdir -p $(dir $@)
+	$(CC) $(KERN_TEST_CFLAGS) -o $@ $< $(BUILD)/obj/tests/kernels_emu.o \
+		$(BUILD)/obj/runtime/attn_ref.o $(LDFLAGS) $(CHECK_LIBS) -lstdc++ -lm
+
+.PHONY: check-kernels-emu
+check-kernels-emu: $(TEST_KERNELS_EMU)
+	$(TEST_KERNELS_EMU)
+
+CHECK_TARGETS += check-kernels-emu
+endif
