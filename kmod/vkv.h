@@ -57,7 +57,6 @@ struct vkv_file {
 struct vkv_buf {
 	struct kref ref;         /* the file's id entry + one per VMA */
 	struct vkv_file *owner;  /* outlives the buffer (see above) */
-	u64 id;                  /* read-only */
 	unsigned long nr_pages;  /* read-only */
 	struct page **pages;     /* [nr_pages] (vkv_lock) */
 	int node;                /* requested node or NUMA_NO_NODE; read-only */

@@ -116,7 +116,6 @@ static long vkv_ioctl_alloc(struct vkv_file *f, void __user *uarg)
 		return ret == -EBUSY ? -ENOSPC : ret;
 	}
 	/* From here another thread may free it by id: b is not ours. */
-	b->id = id;
 	a.id = id;
 	a.offset = (u64)id << VKV_MMAP_ID_SHIFT;
 	if (copy_to_user(uarg, &a, sizeof(a))) {
