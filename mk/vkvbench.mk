@@ -14,3 +14,10 @@ $(BUILD)/bin/vkvbench: $(VKVBENCH_OBJS) $(BUILD)/lib/libvkv.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(VKVBENCH_OBJS) $(BUILD)/lib/libvkv.a \
 		$(LDLIBS_VKV) $(LIB_LDLIBS) -lm
+
+# Every subcommand with tiny sizes: JSON parsed and its keys checked,
+# serve --verify bit-identical, bad command lines refused. Needs python3.
+CHECK_TARGETS += check-vkvbench
+.PHONY: check-vkvbench
+check-vkvbench: $(BUILD)/bin/vkvbench
+	tests/vkvbench/test_vkvbench.sh $(BUILD)/bin/vkvbench

@@ -284,6 +284,8 @@ struct engine {
 	size_t *waiting, nwait, wait_head;
 	size_t done;
 	/* report */
+	uint64_t page_size;        /* vkv only */
+	bool preempted;            /* this iteration: admit nobody */
 	uint64_t tokens_out, tokens_prefill, iterations, preemptions;
 	uint64_t committed_peak, shared_peak, prefix_tokens_shared;
 	double wall_s;
@@ -646,9 +648,34 @@ static void give_slot(struct engine *e, uint32_t slot)
 		e->free_slots[e->nfree++] = slot;
 }
 
+/* Pages per tensor that hold `tokens` tokens. */
+static uint64_t pages_for(const struct engine *e, uint64_t tokens)
+{
+	uint64_t row = (uint64_t)e->m->c.kv_heads * e->m->c.head_dim * sizeof(float);
+	return (tokens * row + e->page_size - 1) / e->page_size;
+}
+
+/* Under a budget, admit a request only when its prompt fits next to what
+ * the running requests need for their next token (a scheduler's estimate;
+ * vkv_step has the last word and may still make us preempt). */
+static bool fits(const struct engine *e, size_t idx)
+{
+	uint64_t nt = 2ull * e->m->c.layers, used, need;
+
+	if (!e->use_vkv || !e->o->budget || e->nrun == 0)
+		return true;
+	used = e->nhold * pages_for(e, e->o->sys_len);
+	for (size_t i = 0; i < e->nrun; i++)
+		used += pages_for(e, e->run[i].prompt > e->run[i].len + 1u ?
+					     e->run[i].prompt : e->run[i].len + 1u);
+	need = pages_for(e, req_prompt(e, idx));
+	return (used + need) * nt * e->page_size <= e->o->budget;
+}
+
 static int admit(struct engine *e)
 {
-	while (e->nrun < e->o->slots && e->wait_head < e->nwait) {
+	while (e->nrun < e->o->slots && e->wait_head < e->nwait && !e->preempted &&
+	       fits(e, e->waiting[e->wait_head])) {
 		int err = take_slot(e, e->waiting[e->wait_head], &e->run[e->nrun]);
 
 		if (err == -ENOMEM && e->nrun > 0)
@@ -669,6 +696,7 @@ static void preempt(struct engine *e)
 	give_slot(e, rq->slot);
 	e->waiting[--e->wait_head] = rq->idx;
 	e->preemptions++;
+	e->preempted = true;
 }
 
 /* vkv: back this iteration's lengths, preempting while the budget is short. */
@@ -684,6 +712,9 @@ static int commit_lengths(struct engine *e)
 			e->step_lens[i] = e->run[i].new_len;
 		}
 		err = vkv_step(e->r, e->step_slots, e->step_lens, e->nrun);
+		if (err == -ENOMEM && e->nrun <= 1)
+			fprintf(stderr, "vkvbench serve: --budget cannot hold request %zu "
+				"alone (%u tokens)\n", e->run[0].idx, e->run[0].new_len);
 		if (err != -ENOMEM || e->nrun <= 1)
 			return err;
 		preempt(e);
@@ -794,6 +825,7 @@ static int iterate(struct engine *e)
 	size_t n;
 	int err;
 
+	e->preempted = false;
 	for (size_t i = 0; i < e->nrun; i++) {
 		struct req *rq = &e->run[i];
 		rq->new_len = rq->ngen ? rq->len + 1 : rq->prompt;
@@ -873,8 +905,8 @@ static int engine_alloc(struct engine *e, const struct serve_opts *o,
 	return alloc_outputs(e);
 }
 
-static int ctx_open(const struct serve_opts *o, uint64_t page_size, vkv_ctx **ctx,
-		    struct vkv_ctx_info *info)
+static int ctx_open(const struct serve_opts *o, uint64_t page_size, bool probe,
+		    vkv_ctx **ctx, struct vkv_ctx_info *info)
 {
 	struct vkv_ctx_config cc;
 	int err;
@@ -882,7 +914,9 @@ static int ctx_open(const struct serve_opts *o, uint64_t page_size, vkv_ctx **ct
 	vkv_ctx_config_init(&cc);
 	cc.backend = o->backend;
 	cc.page_size = page_size;
-	cc.budget = o->budget;
+	cc.budget = probe ? 0 : o->budget;
+	if (probe)
+		cc.flags |= VKV_CTX_NO_WORKER | VKV_CTX_NO_STATS;
 	err = vkv_ctx_create(&cc, ctx);
 	if (!err && (err = vkv_ctx_info(*ctx, info)) != 0)
 		vkv_ctx_destroy(*ctx);
@@ -897,13 +931,18 @@ static int engine_vkv(struct engine *e, struct vkv_ctx_info *info)
 	struct vkv_region_config rc;
 	int err;
 
+	uint64_t ps = e->o->page_size;
+
 	e->use_vkv = true;
-	err = ctx_open(e->o, e->o->page_size, &e->ctx, info);
-	if (!err && !e->o->page_size && info->backend == VKV_BACKEND_HOST &&
-	    info->page_size != 4096) {
+	if (!ps) {
+		err = ctx_open(e->o, 0, true, &e->ctx, info);
+		if (err)
+			return err;
+		if (info->backend == VKV_BACKEND_HOST)
+			ps = 4096;
 		vkv_ctx_destroy(e->ctx);
-		err = ctx_open(e->o, 4096, &e->ctx, info);
 	}
+	err = ctx_open(e->o, ps, false, &e->ctx, info);
 	if (err) {
 		e->ctx = NULL;
 		return err;
@@ -923,6 +962,7 @@ static int engine_vkv(struct engine *e, struct vkv_ctx_info *info)
 			err = vkv_region_tensor(e->r, l, VKV_V, &e->kv.v[l]);
 	}
 	e->kv.device = info->backend == VKV_BACKEND_CUDA;
+	e->page_size = info->page_size;
 	return err;
 }
 
