@@ -318,12 +318,7 @@ class KVCache:
             if mem is not None:
                 # The owner lives on through some view; rebuilding the 1-D
                 # tensor from it keeps one owner per cache.
-                if self.device is None:
-                    raw = _tensor.torch().frombuffer(mem, dtype=_tensor.torch().uint8)
-                else:
-                    t = _tensor.torch()
-                    with t.cuda.device(self.device):
-                        raw = t.as_tensor(mem, device="cuda:%d" % self.device)
+                raw = _tensor.rewrap(mem, self.base, self.reserved_bytes, self.device)
             else:
                 raw, mem = _tensor.reservation(self, self.base, self.reserved_bytes,
                                                self.device)

@@ -114,3 +114,30 @@ def test_no_leak_across_1000_cycles():
     assert after["rss"] - before["rss"] < 16 << 20, (before, after)
     seg = vkv.stats()
     assert seg["contexts"] == 0 and seg["regions"] == 0 and seg["slots_active"] == 0
+
+
+def test_dlpack_capsule_aliases_and_keeps_owner_alive():
+    """The DLPack path the cuda backend uses, exercised on host memory."""
+    from vkv import _tensor
+
+    ctx = make_ctx()
+    cache = ctx.cache(**DIMS)
+    if cache.device is not None:
+        pytest.skip("host memory only (the CUDA run covers the cuda path itself)")
+    s = cache.alloc()
+    cache.ensure(s, 10)
+    wcache = weakref.ref(cache)
+    cap = _tensor.dlpack_capsule(cache, cache.base, cache.reserved_bytes, _tensor.KDL_CPU, 0)
+    raw = torch.utils.dlpack.from_dlpack(cap)
+    del cap
+    assert raw.data_ptr() == cache.base and raw.numel() == cache.reserved_bytes
+    k = _tensor.view(raw, cache.base, torch.float32, cache._descs[1][vkv.K], *cache.shape)
+    del raw
+    k[s, :10] = 7.0
+    assert torch.equal(cache.read(s, 1, vkv.K, 0, 10), torch.full((10, 2, 8), 7.0))
+    del cache, ctx
+    gc.collect()
+    assert wcache() is not None
+    del k
+    gc.collect()
+    assert wcache() is None and not _tensor._dl_live
