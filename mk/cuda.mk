@@ -23,11 +23,16 @@ CUDADOUBLE := $(CUDADOUBLE_DIR)/libcuda.so.1
 CUDADOUBLE_ENV := LD_LIBRARY_PATH=$(CUDADOUBLE_DIR)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}
 
 # The double is test code: default visibility, no version script; it is
-# built with the same sanitizer as the program that loads it.
-$(CUDADOUBLE): tests/cudadouble/fakecuda.c tests/cudadouble/fakecuda.h
+# built with the same sanitizer as the program that loads it. alloc.c (the
+# classic allocation calls, for the LD_PRELOAD shim's tests) puts its own
+# cuGetProcAddress_v2 in front of fakecuda.c's, which is renamed for that.
+$(CUDADOUBLE): tests/cudadouble/fakecuda.c tests/cudadouble/fakecuda.h \
+		tests/cudadouble/alloc.c tests/cudadouble/fakecuda_alloc.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/cudadouble -shared -Wl,-soname,libcuda.so.1 \
-		-o $@ $< $(LDFLAGS) -ldl -pthread
+	$(CC) $(CFLAGS) -Itests/cudadouble \
+		-DcuGetProcAddress_v2=vkv_fakecuda_getproc_core \
+		-shared -Wl,-soname,libcuda.so.1 \
+		-o $@ $(filter %.c,$^) $(LDFLAGS) -ldl -pthread
 
 TEST_CUDA := $(BUILD)/tests/test_cuda
 
