@@ -26,6 +26,7 @@ PKGS=(
 	sparse
 	python3-torch
 	python3-pytest
+	python3-pip
 )
 
 missing=()

@@ -330,8 +330,8 @@ class KVCache:
         """K (kv=0) or V (kv=1) of one layer: a torch.Tensor of shape
         [max_slots, max_context, kv_heads, head_dim] viewing vkv's memory."""
         if self.dtype is None:
-            raise TypeError("vkv: elem_size %d has no default torch dtype; pass dtype="
-                            % self.elem_size)
+            _tensor.torch()  # not installed: ImportError with the hint
+            self.dtype, _ = _tensor.dtype_of(None, self.elem_size)
         if not 0 <= layer < self.layers or kv not in (_lib.K, _lib.V):
             raise IndexError("vkv: layer %r kv %r out of range (%d layers)"
                              % (layer, kv, self.layers))
