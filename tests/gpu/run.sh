@@ -96,7 +96,7 @@ check_key() {
 # The first error of a build log.
 build_key() {
 	local l
-	l=$(grep -m1 -E 'error|Error' "$1" | cut -c1-80)
+	l=$(grep -m1 -E 'error:|\*\*\*' "$1" | cut -c1-80)
 	echo "${l:-ok}"
 }
 
@@ -207,26 +207,18 @@ else
 	absent kernels-cpu-reference "not built"
 fi
 
-pys=(tests/gpu/*.py tests/python/test_*gpu*.py)
-found_py=0
-for p in "${pys[@]}"; do
-	[ -e "$p" ] || continue
-	found_py=1
-	if python3 -c 'import pytest' 2>/dev/null; then
-		run_step "py-$(basename "$p" .py)" 90 check_key python3 -m pytest -q "$p"
-	else
-		run_step "py-$(basename "$p" .py)" 90 check_key python3 "$p"
-	fi
-done
-[ $found_py = 1 ] || absent python-gpu "no tests/gpu/*.py or tests/python/test_*gpu*.py"
-
-# The Python binding's pytest suite with CUDA tensors (77 = no CUDA torch).
+# The Python binding's suite on CUDA tensors (it skips, 77, without a
+# CUDA-enabled torch), and any Python GPU check of this directory.
 if [ -x tests/python/run.sh ]; then
-	run_step py-binding-cuda 150 check_key env VKV_TEST_BACKEND=cuda \
-		VKV_LIBRARY="$PWD/$BUILD/lib/libvkv.so" tests/python/run.sh
+	run_step python-cuda 150 check_key env VKV_TEST_BACKEND=cuda \
+		VKV_LIBRARY="$BUILD/lib/libvkv.so" tests/python/run.sh -q
 else
-	absent py-binding-cuda "no tests/python/run.sh"
+	absent python-cuda "no tests/python/run.sh"
 fi
+for p in tests/gpu/*.py; do
+	[ -e "$p" ] || continue
+	run_step "py-$(basename "$p" .py)" 90 check_key python3 "$p"
+done
 
 # ------------------------------------------------------------- benchmarks
 
@@ -271,9 +263,9 @@ else
 		absent bench-attn "no vkvbench attn"
 	fi
 	if has_cmd gather; then
-		bench bench-gather-2m 60 ratio "$BENCH" gather --json
+		bench bench-gather-2m 60 ratio "$BENCH" gather --device gpu --json
 		bench bench-gather-64k 60 gather.kernel_over_per_range "$BENCH" gather \
-			--range-size 64K --ranges 1024 --json
+			--device gpu --range-size 64K --ranges 1024 --json
 	else
 		absent bench-gather "no vkvbench gather"
 	fi

@@ -28,9 +28,12 @@
 #include "cuda_driver.h"
 #endif
 
+enum gather_device { DEV_AUTO, DEV_CPU, DEV_GPU };
+
 struct gather_opts {
 	uint64_t range_size, ranges, reps;
-	bool json, cpu;
+	enum gather_device device;
+	bool json;
 };
 
 /* ns per whole transfer, medians; [0] gather, [1] scatter */
@@ -189,10 +192,11 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vkvbench gather [--range-size SIZE] [--ranges N] [--reps N]\n"
-		"                       [--cpu] [--json]\n"
+		"                       [--device auto|cpu|gpu] [--json]\n"
 		"A slot's pages between device memory and pinned host memory: one\n"
 		"kernel launch for all ranges vs one cuMemcpyAsync per range vs one\n"
-		"copy of the same bytes (floor). CPU reference without a GPU.\n");
+		"copy of the same bytes (floor). CPU reference without a GPU;\n"
+		"--device gpu exits 77 when no GPU is usable.\n");
 }
 
 static int parse(int argc, char **argv, struct gather_opts *o)
@@ -201,7 +205,7 @@ static int parse(int argc, char **argv, struct gather_opts *o)
 		{ "range-size", required_argument, NULL, 's' },
 		{ "ranges", required_argument, NULL, 'n' },
 		{ "reps", required_argument, NULL, 'r' },
-		{ "cpu", no_argument, NULL, 'c' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -226,8 +230,16 @@ static int parse(int argc, char **argv, struct gather_opts *o)
 			if (bench_parse_u64(optarg, 1, 1000, &o->reps))
 				return bench_usage_error("gather", "bad --reps '%s'", optarg);
 			break;
-		case 'c':
-			o->cpu = true;
+		case 'D':
+			if (!strcmp(optarg, "auto"))
+				o->device = DEV_AUTO;
+			else if (!strcmp(optarg, "cpu"))
+				o->device = DEV_CPU;
+			else if (!strcmp(optarg, "gpu"))
+				o->device = DEV_GPU;
+			else
+				return bench_usage_error("gather", "bad --device '%s'",
+							 optarg);
 			break;
 		case 'j':
 			o->json = true;
@@ -298,15 +310,25 @@ int bench_gather(int argc, char **argv)
 	r = calloc(o.ranges, sizeof(*r));
 	if (!r)
 		return BENCH_FAIL;
+	const char *why = "built without the CUDA kernels (nvcc not found)";
+	bool gpu = false;
 #ifdef VKV_HAVE_KERNELS
 	struct vkv_kern *k = NULL;
 	const char *dev = getenv("VKV_DEVICE");
-	if (!o.cpu && !vkv__kern_open(dev ? atoi(dev) : 0, &k)) {
-		err = run_gpu(k, &o, r, &res);
-		vkv__kern_close(k);
-	} else {
-		err = run_cpu(&o, r, &res);
+	if (o.device != DEV_CPU) {
+		err = vkv__kern_open(dev ? atoi(dev) : 0, &k);
+		gpu = !err;
+		why = err ? vkv_strerror(err) : "";
 	}
+#endif
+	if (o.device == DEV_GPU && !gpu) {
+		fprintf(stderr, "vkvbench gather: no GPU kernels here: %s\n", why);
+		free(r);
+		return BENCH_SKIP;
+	}
+#ifdef VKV_HAVE_KERNELS
+	err = gpu ? run_gpu(k, &o, r, &res) : run_cpu(&o, r, &res);
+	vkv__kern_close(k);
 #else
 	err = run_cpu(&o, r, &res);
 #endif
