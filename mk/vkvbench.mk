@@ -21,3 +21,21 @@ CHECK_TARGETS += check-vkvbench
 .PHONY: check-vkvbench
 check-vkvbench: $(BUILD)/bin/vkvbench
 	tests/vkvbench/test_vkvbench.sh $(BUILD)/bin/vkvbench
+
+# The demo's GPU path without a GPU: vkvbench serve/map/step --backend cuda
+# against the CUDA driver test double, the kernels replaced by CPU stand-ins
+# (tests/vkvbench/fake_attn.c, LD_PRELOADed). Plain builds only: a
+# preloaded library cannot come before the sanitizer runtimes.
+ifeq ($(KERN_BUILD)$(SAN),111)
+VKVBENCH_FAKE_ATTN := $(BUILD)/tests/vkvbench/fake_attn.so
+
+$(VKVBENCH_FAKE_ATTN): tests/vkvbench/fake_attn.c $(BUILD)/obj/runtime/attn_ref.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/cudadouble -shared -o $@ $^ $(LDFLAGS) -lm
+
+CHECK_TARGETS += check-vkvbench-cuda
+.PHONY: check-vkvbench-cuda
+check-vkvbench-cuda: $(BUILD)/bin/vkvbench $(VKVBENCH_FAKE_ATTN) $(CUDADOUBLE)
+	$(CUDADOUBLE_ENV) LD_PRELOAD=$(abspath $(VKVBENCH_FAKE_ATTN)) \
+		tests/vkvbench/test_vkvbench.sh --cuda $(BUILD)/bin/vkvbench
+endif

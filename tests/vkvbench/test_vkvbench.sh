@@ -5,9 +5,17 @@
 # sharing, and under a budget that forces preemption), bad command lines
 # refused with exit 2. No timing thresholds: the benchmarks' numbers are
 # only checked to be numbers.
-#   usage: tests/vkvbench/test_vkvbench.sh path/to/vkvbench
+# With --cuda it runs the cuda backend's commands instead, for
+# check-vkvbench-cuda (the CUDA driver test double and CPU stand-ins for the
+# kernels in the environment).
+#   usage: tests/vkvbench/test_vkvbench.sh [--cuda] path/to/vkvbench
 set -uo pipefail
-BENCH=${1:?usage: $0 path/to/vkvbench}
+CUDA=0
+if [ "${1:-}" = --cuda ]; then
+	CUDA=1
+	shift
+fi
+BENCH=${1:?usage: $0 [--cuda] path/to/vkvbench}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 pass=0
@@ -42,6 +50,29 @@ run() {
 	bad "$name"
 	return 1
 }
+
+if [ "$CUDA" = 1 ]; then
+	if run "cuda serve --verify" 0 "$BENCH" serve --backend cuda --requests 4 --slots 2 \
+		--verify --json; then
+		json_check "cuda serve json" "$TMP/out" \
+			'd["backend"] == "cuda" and d["attention"] == "gpu"' \
+			'd["verify"]["identical"] and d["verify"]["tokens_compared"] > 0' \
+			'd["prefix_tokens_shared"] > 0'
+	fi
+	if run "cuda map" 0 "$BENCH" map --backend cuda --pages 8 --reps 2 --json; then
+		json_check "cuda map json" "$TMP/out" 'd["backend"] == "cuda"' \
+			'num(d["ratio"]) and d["ratio"] > 0' 'num(d["floor"]["total"])'
+	fi
+	if run "cuda step" 0 "$BENCH" step --backend cuda --requests 8 --slots 4 \
+		--compute-us 100 --budget 64M --max-context 1024 --json; then
+		json_check "cuda step json" "$TMP/out" 'd["backend"] == "cuda"' \
+			'len(d["runs"]) == 1 and d["runs"][0]["page_size"] >= 4096' \
+			'num(d["vs_static"]) and num(d["hidden_fraction"])'
+	fi
+	echo "$pass passed, $fail failed"
+	[ "$fail" -eq 0 ]
+	exit
+fi
 
 # --- map
 for ps in 4K 2M; do
