@@ -922,6 +922,33 @@ START_TEST(destroy_races_worker)
 }
 END_TEST
 
+/* A cached slot that shares pages is reused: its new request writes from
+ * token 0 and must not reach the pages its old sharers still map. */
+START_TEST(reused_sharer_does_not_clobber_prefix)
+{
+	vkv_ctx *ctx = make_ctx(0, VKV_CTX_NO_WORKER);
+	uint64_t ps = ctx_page(ctx);
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 4 * ps / 256);
+	uint64_t tpp = ps / 256;
+	uint32_t src, dst, again;
+
+	OK(vkv_slot_alloc(r, 0, &src));
+	OK(vkv_slot_alloc(r, 0, &dst));
+	OK(vkv_slot_ensure(r, src, 3 * tpp));
+	fill_slot(r, src, 51, 0, 3 * tpp);
+	OK(vkv_slot_share_prefix(r, dst, src, 2 * tpp));
+	OK(vkv_slot_free(r, src));
+	OK(vkv_slot_alloc(r, 3 * tpp, &again));
+	ck_assert_uint_eq(again, src);
+	OK(vkv_slot_ensure(r, again, 3 * tpp));
+	fill_slot(r, again, 52, 0, 3 * tpp);
+	ck_assert(check_slot(r, dst, 51, 0, 2 * tpp));
+	ck_assert(check_slot(r, again, 52, 0, 3 * tpp));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 static Suite *core_suite(void)
 {
 	Suite *s = suite_create("core");
@@ -952,6 +979,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, step_bad_batch_changes_nothing);
 	tcase_add_test(tc, share_prefix_per_layer);
 	tcase_add_test(tc, share_prefix_all_layers);
+	tcase_add_test(tc, reused_sharer_does_not_clobber_prefix);
 	tcase_add_test(tc, budget_exhaustion_is_clean);
 	tcase_add_test(tc, deferred_reclamation_reuses_pages);
 	tcase_add_test(tc, lookahead_commits_ahead);
