@@ -13,6 +13,7 @@ PKGS=(
 	libnuma-dev
 	liburing-dev
 	valgrind
+	cppcheck
 	fio
 	tmux
 	clang
