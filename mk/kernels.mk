@@ -54,6 +54,13 @@ check-kernels-ref: $(BUILD)/tests/test_kernels_ref
 
 CHECK_TARGETS += check-kernels-ref
 
+# vkvbench attn / gather with tiny sizes: JSON keys, bad options.
+.PHONY: check-kernels-bench
+check-kernels-bench: $(BUILD)/bin/vkvbench
+	VKV_LOG=quiet tests/kernels_bench.sh $(BUILD)
+
+CHECK_TARGETS += check-kernels-bench
+
 # The kernels against their references: real kernels on a GPU; under the
 # CUDA test double the test's own host versions stand in for them, which
 # checks the launcher. Exits 77 without a driver. -rdynamic lets the

@@ -545,7 +545,7 @@ static int parse_dtype(const char *s, enum vkv_kern_dtype *dt)
 	return -EINVAL;
 }
 
-static int parse(int argc, char **argv, struct attn_opts *o, bool *set_size)
+static int parse(int argc, char **argv, struct attn_opts *o)
 {
 	static const struct option lopts[] = {
 		{ "device", required_argument, NULL, 'D' },
@@ -586,7 +586,6 @@ static int parse(int argc, char **argv, struct attn_opts *o, bool *set_size)
 			break;
 		case 'b':
 			bad = bench_parse_u64(optarg, 1, 65535, &o->batch);
-			*set_size = true;
 			break;
 		case 'q':
 			bad = bench_parse_u64(optarg, 1, 1024, &o->q_heads);
@@ -600,7 +599,6 @@ static int parse(int argc, char **argv, struct attn_opts *o, bool *set_size)
 			break;
 		case 'l':
 			bad = bench_parse_u64(optarg, 1, 1u << 20, &o->len);
-			*set_size = true;
 			break;
 		case 'r':
 			bad = bench_parse_u64(optarg, 1, 1000, &o->reps);
@@ -699,9 +697,9 @@ int bench_attn(int argc, char **argv)
 	struct attn_opts o;
 	struct attn_data d;
 	struct attn_result res = { 0 };
-	bool set_size = false, gpu = false;
+	bool gpu = false;
 	const char *why = "built without the CUDA kernels (nvcc not found)";
-	int err = parse(argc, argv, &o, &set_size);
+	int err = parse(argc, argv, &o);
 
 	if (err)
 		return err < 0 ? BENCH_OK : err;
@@ -718,10 +716,11 @@ int bench_attn(int argc, char **argv)
 		fprintf(stderr, "vkvbench attn: no GPU kernels here: %s\n", why);
 		return BENCH_SKIP;
 	}
-	if (!set_size) { /* GPU: a real batch; CPU: small enough for seconds */
+	/* unset sizes: a real batch on a GPU, seconds' worth on the CPU */
+	if (!o.batch)
 		o.batch = gpu ? 32 : 4;
+	if (!o.len)
 		o.len = gpu ? 2048 : 256;
-	}
 	if (!gpu)
 		o.reps = o.reps < 3 ? o.reps : 3;
 	err = data_make(&d, &o);
