@@ -29,6 +29,7 @@ __all__ = ["Context", "KVCache", "VkvError", "RegionInfo", "SlotInfo", "K", "V",
            "stats", "stats_path", "library_version", "library_path", "has_tiering",
            "strerror"]
 __version__ = "0.1.0"
+VkvError.__module__ = __name__  # shown (and pickled) as vkv.VkvError
 
 
 def library_version():

@@ -14,6 +14,7 @@ Lifetime rules, enforced here rather than left to luck:
     region's memory would vanish under them;
   - both close on garbage collection when nothing refers to them anymore.
 """
+import array
 import ctypes
 import errno
 import gc
@@ -391,11 +392,11 @@ class KVCache:
         Takes two sequences, or one mapping {slot: tokens}."""
         if lens is None:
             slots, lens = list(slots.keys()), list(slots.values())
-        n = len(slots)
-        if len(lens) != n:
-            raise ValueError("vkv: step: %d slots but %d lengths" % (n, len(lens)))
-        call("vkv_step", self._h(), (ctypes.c_uint32 * n)(*slots),
-             (ctypes.c_uint64 * n)(*lens), n)
+        s, n = array.array("I", slots), array.array("Q", lens)
+        if len(s) != len(n):
+            raise ValueError("vkv: step: %d slots but %d lengths" % (len(s), len(n)))
+        call("vkv_step", self._h(), s.buffer_info()[0] if s else None,
+             n.buffer_info()[0] if n else None, len(s))
 
     def share_prefix(self, dst, src, tokens):
         """Make tokens [0, tokens) of dst hold src's data (full pages shared)."""
