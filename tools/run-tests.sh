@@ -40,6 +40,7 @@ step vkvstat-cli make vkvstat-test-cli
 step vkvstat-serve make vkvstat-test-serve
 step vkvstat-fuzz make BUILD=build-fuzz vkvstat-fuzz-run
 # parts append their steps below this line
+step gpu-validation bash -c 'tests/gpu/run.sh; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 77 ]'
 step kmod-vm tests/kmod/run.sh
 step pytest tests/python/run.sh
 
