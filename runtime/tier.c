@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "tier.h"
 
@@ -396,7 +397,17 @@ out:
 
 /* -------------------------------------------------------------- restore */
 
-/* Map every slot at its old addresses; on failure unmap what was mapped. */
+static bool host_memory(const struct vkv_backend *b)
+{
+	return b->kind == VKV_BACKEND_HOST || b->kind == VKV_BACKEND_KMOD;
+}
+
+/*
+ * Map every slot at its old addresses; on failure unmap what was mapped.
+ * Host memory is prefaulted in one call per tensor: the copy (or the
+ * engine) would otherwise take a page fault per 4 KiB of a fresh mapping,
+ * which costs more than the copy itself.
+ */
 static int map_batch(struct vkv_region *r, const struct vkv_op *op,
 		     struct tier_slot *const *ts)
 {
@@ -405,10 +416,18 @@ static int map_batch(struct vkv_region *r, const struct vkv_op *op,
 
 	for (k = 0; k < op->n && !err; k++)
 		err = vkv__slot_map_range(r, op->slots[k], 0, ts[k]->mapped);
-	if (err)
+	if (err) {
 		for (size_t j = 0; j + 1 < k; j++)
 			vkv__slot_unmap_range(r, op->slots[j], 0, ts[j]->mapped);
-	return err;
+		return err;
+	}
+	if (!host_memory(&r->ctx->backend))
+		return 0;
+	for (k = 0; k < op->n; k++)
+		for (uint32_t t = 0; t < r->ntensors && ts[k]->mapped; t++)
+			madvise((void *)(uintptr_t)vkv__page_addr(r, op->slots[k], t, 0),
+				ts[k]->mapped * r->page_size, MADV_POPULATE_WRITE);
+	return 0;
 }
 
 static void unmap_all(struct vkv_region *r, const struct vkv_op *op,
@@ -416,6 +435,42 @@ static void unmap_all(struct vkv_region *r, const struct vkv_op *op,
 {
 	for (size_t k = 0; k < op->n; k++)
 		vkv__slot_unmap_range(r, op->slots[k], 0, ts[k]->mapped);
+}
+
+/*
+ * NVMe reads into host pages without a copy: the fresh pages are mapped at
+ * a scratch reservation, read into there and verified, and only then
+ * mapped into the slots. Corrupt data never appears at a slot's address.
+ */
+static int read_via_scratch(struct vkv_tier *t, struct vkv_tier_entry **ents,
+			    struct vkv_page *const *pages, size_t m)
+{
+	struct vkv_backend *b = &t->ctx->backend;
+	uint64_t base, *addr = malloc((m ? m : 1) * sizeof(*addr));
+	vkv_phys *phys = malloc((m ? m : 1) * sizeof(*phys));
+	int err;
+
+	if (!addr || !phys) {
+		err = vkv__set_error(-ENOMEM, "restore: out of host memory");
+		goto out;
+	}
+	err = b->ops->reserve(b, m * b->page_size, &base);
+	if (err)
+		goto out;
+	for (size_t i = 0; i < m; i++) {
+		phys[i] = pages[i]->phys;
+		addr[i] = base + i * b->page_size;
+	}
+	err = b->ops->map_pages(b, base, phys, m);
+	if (!err) {
+		err = vkv__nvme_transfer(t->nvme, ents, addr, m, false);
+		b->ops->unmap_pages(b, base, m);
+	}
+	b->ops->unreserve(b, base, m * b->page_size);
+out:
+	free(addr);
+	free(phys);
+	return err;
 }
 
 /* After a failed restore: slots whose copy is bad come back empty (lock
@@ -526,11 +581,17 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 		}
 	}
 	pthread_mutex_unlock(&ctx->lock);
-	err = map_batch(r, op, ts);
-	if (!err) {
-		err = copy_entries(t, ents, addr, m, false);
-		if (err)
-			unmap_all(r, op, ts);
+	if (tier == VKV_TIER_NVME && host_memory(&ctx->backend)) {
+		err = read_via_scratch(t, ents, pages, m);
+		if (!err)
+			err = map_batch(r, op, ts);
+	} else {
+		err = map_batch(r, op, ts);
+		if (!err) {
+			err = copy_entries(t, ents, addr, m, false);
+			if (err)
+				unmap_all(r, op, ts);
+		}
 	}
 	pthread_mutex_lock(&ctx->lock);
 	if (err) {

@@ -18,9 +18,13 @@
  * The I/O: a ring of VKV_NVME_QD I/Os of VKV_NVME_IO bytes, with the
  * staging buffers and the file registered with io_uring (fixed buffers,
  * fixed file), and every refill of the ring submitted with one system call.
- * An eviction copies a block of the page into a free staging buffer,
- * checksums it and queues its write; a restoration reads the block,
- * verifies its checksum and only then copies it into the page. When
+ * Under cuda an eviction copies a block of the page into a free staging
+ * buffer, checksums it and queues its write; a restoration reads the block,
+ * verifies its checksum and only then copies it into the page. When the
+ * backend's pages are host memory (host, kmod) there is no staging: the
+ * I/O goes straight to the page, writes from the slot's own mapping and
+ * reads into a scratch mapping of the fresh pages (tier.c), verified
+ * before those pages are mapped into the slot. When
  * io_uring is unavailable (seccomp, old kernel, VKV_FAULT_IO_URING), the
  * same loop runs on pread/pwrite, announced once.
  */
@@ -54,6 +58,8 @@ struct vkv_tier_nvme {
 	uint64_t *bits;           /* extent in use, budget/block bits (lock) */
 	uint64_t used;            /* extents in use (lock) */
 	uint64_t hint;            /* next-fit start (lock) */
+	bool host_mem;            /* the backend's pages are host memory:
+				     I/O goes straight to them; read-only */
 	/* I/O (io_lock; set up with the file, under lock) */
 	bool uring, fixed_bufs, fixed_file;
 	struct io_uring ring;
@@ -111,7 +117,7 @@ static void setup_uring(struct vkv_tier_nvme *nv)
 		return;
 	}
 	nv->uring = true;
-	iov = calloc(nv->qd, sizeof(*iov));
+	iov = nv->bufs ? calloc(nv->qd, sizeof(*iov)) : NULL;
 	if (iov) {
 		for (uint32_t i = 0; i < nv->qd; i++) {
 			iov[i].iov_base = nv->bufs + (uint64_t)i * nv->io;
@@ -133,9 +139,10 @@ static int nvme_open(struct vkv_tier_nvme *nv)
 	err = open_private(nv, vkv__opt_str(VKV_OPT_NVME_DIR));
 	if (err)
 		return err;
-	nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->qd * nv->io);
+	if (!nv->host_mem)
+		nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->qd * nv->io);
 	nv->freebuf = calloc(nv->qd, sizeof(*nv->freebuf));
-	if (!nv->bufs || !nv->freebuf) {
+	if ((!nv->bufs && !nv->host_mem) || !nv->freebuf) {
 		free(nv->bufs);
 		free(nv->freebuf);
 		nv->bufs = NULL;
@@ -252,16 +259,28 @@ struct xfer {
 	uint64_t total; /* I/Os */
 };
 
+/* Where the I/O of block ci goes: the page itself when it is host memory
+ * (no copy), else staging buffer bi. */
+static uint8_t *block_buf(const struct xfer *x, uint64_t ci, uint32_t bi)
+{
+	uint64_t i = ci / x->per, c = ci % x->per;
+
+	if (x->nv->host_mem)
+		return (uint8_t *)(uintptr_t)(x->addr[i] + c * x->nv->io);
+	return x->nv->bufs + (uint64_t)bi * x->nv->io;
+}
+
 /* Before the I/O of block ci: a write's data and checksum. */
 static int block_fill(const struct xfer *x, uint64_t ci, uint8_t *buf)
 {
 	struct vkv_backend *b = x->nv->backend;
 	uint64_t i = ci / x->per, c = ci % x->per, io = x->nv->io;
-	int err;
+	int err = 0;
 
 	if (!x->write)
 		return 0;
-	err = b->ops->copy_to_host(b, buf, x->addr[i] + c * io, io);
+	if (!x->nv->host_mem)
+		err = b->ops->copy_to_host(b, buf, x->addr[i] + c * io, io);
 	if (!err)
 		x->e[i]->crc[c] = vkv__crc32c(0, buf, io);
 	return err;
@@ -304,6 +323,8 @@ static int block_done(const struct xfer *x, uint64_t ci, uint8_t *buf,
 				      (unsigned long long)x->e[i]->off,
 				      (unsigned long long)c);
 	}
+	if (x->nv->host_mem)
+		return 0; /* read in place (a scratch mapping, see tier.c) */
 	return b->ops->copy_from_host(b, x->addr[i] + c * io, buf, io);
 }
 
@@ -319,16 +340,17 @@ static int xfer_sync(struct xfer *x)
 
 	for (uint64_t ci = 0; ci < x->total && !err; ci++) {
 		uint64_t off = x->e[ci / x->per]->off + ci % x->per * nv->io;
+		uint8_t *buf = block_buf(x, ci, 0);
 		bool injected;
 		ssize_t res;
 
-		err = block_fill(x, ci, nv->bufs);
+		err = block_fill(x, ci, buf);
 		if (err)
 			break;
 		injected = inject(x);
-		res = x->write ? pwrite(nv->fd, nv->bufs, nv->io, (off_t)off)
-			       : pread(nv->fd, nv->bufs, nv->io, (off_t)off);
-		err = block_done(x, ci, nv->bufs, res < 0 ? -errno : res, injected);
+		res = x->write ? pwrite(nv->fd, buf, nv->io, (off_t)off)
+			       : pread(nv->fd, buf, nv->io, (off_t)off);
+		err = block_done(x, ci, buf, res < 0 ? -errno : res, injected);
 	}
 	return err;
 }
@@ -340,11 +362,14 @@ static void prep_io(struct xfer *x, struct io_uring_sqe *sqe, uint64_t ci,
 		    uint32_t bi, bool injected)
 {
 	struct vkv_tier_nvme *nv = x->nv;
-	uint8_t *buf = nv->bufs + (uint64_t)bi * nv->io;
+	uint8_t *buf = block_buf(x, ci, bi);
 	uint64_t off = x->e[ci / x->per]->off + ci % x->per * nv->io;
 	int fd = nv->fixed_file ? 0 : nv->fd;
 
-	if (nv->fixed_bufs && x->write)
+	if (nv->host_mem)
+		io_uring_prep_rw(x->write ? IORING_OP_WRITE : IORING_OP_READ, sqe,
+				 fd, buf, (unsigned)nv->io, off);
+	else if (nv->fixed_bufs && x->write)
 		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)nv->io, off, (int)bi);
 	else if (nv->fixed_bufs)
 		io_uring_prep_read_fixed(sqe, fd, buf, (unsigned)nv->io, off, (int)bi);
@@ -378,8 +403,7 @@ static int reap(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
 		int res = cqe->res, e;
 
 		io_uring_cqe_seen(&nv->ring, cqe);
-		e = block_done(x, ci, nv->bufs + (uint64_t)bi * nv->io, res,
-			       ud & UD_INJECTED);
+		e = block_done(x, ci, block_buf(x, ci, bi), res, ud & UD_INJECTED);
 		if (e && !err)
 			err = e;
 		nv->freebuf[(*nfree)++] = bi;
@@ -404,7 +428,7 @@ static int xfer_uring(struct xfer *x)
 			uint32_t bi = nv->freebuf[--nfree];
 			struct io_uring_sqe *sqe;
 
-			err = block_fill(x, next, nv->bufs + (uint64_t)bi * nv->io);
+			err = block_fill(x, next, block_buf(x, next, bi));
 			sqe = err ? NULL : io_uring_get_sqe(&nv->ring);
 			if (!sqe) {
 				nv->freebuf[nfree++] = bi;
@@ -464,6 +488,7 @@ struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b)
 		return NULL;
 	nv->backend = b;
 	nv->fd = -1;
+	nv->host_mem = b->kind == VKV_BACKEND_HOST || b->kind == VKV_BACKEND_KMOD;
 	nv->block = b->page_size < NVME_ALIGN ? NVME_ALIGN : b->page_size;
 	nv->io = pow2_floor(vkv__opt_u64(VKV_OPT_NVME_IO));
 	if (nv->io < NVME_ALIGN)

@@ -20,6 +20,8 @@ static const struct bench_cmd cmds[] = {
 	  bench_map },
 	{ "step", "trace-driven continuous batching: step latency, look-ahead, memory",
 	  bench_step },
+	{ "tier", "evict/restore GB/s to DRAM or NVMe vs memcpy / fio in the same run",
+	  bench_tier },
 	{ "serve", "the demo: a small batched decoder serving a trace from vkv regions",
 	  bench_serve },
 	{ "attn", "decode attention: vkv's contiguous layout vs 16-token paged blocks",

@@ -37,6 +37,7 @@ struct bench_cmd {
 int bench_map(int argc, char **argv);
 int bench_step(int argc, char **argv);
 int bench_serve(int argc, char **argv);
+int bench_tier(int argc, char **argv);
 int bench_attn(int argc, char **argv);
 int bench_gather(int argc, char **argv);
 

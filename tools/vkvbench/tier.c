@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tier.c - `vkvbench tier`: eviction and restoration bandwidth of a tier,
+ * against the floor measured in the same run.
+ *
+ *   vkv    evict   = vkv_evict of every slot of a region in one batch (data
+ *                    copied down, pages unmapped and dropped), until the
+ *                    operation completes; restore = vkv_restore of them all
+ *                    (fresh pages mapped at the same addresses, data copied
+ *                    back and, for NVMe, verified). GB/s = bytes / time.
+ *   floor  dram    memcpy of the same bytes, page by page, between two
+ *                  prefaulted buffers (write and read are the same number).
+ *          nvme    fio with ioengine=io_uring, direct=1, fixed buffers and
+ *                  registered files, the same size, block size (--bs =
+ *                  VKV_NVME_IO) and queue depth (--qd = VKV_NVME_QD), in the
+ *                  same directory: a sequential write, then a read of it.
+ *                  Without fio the floor is reported as null.
+ * "ratio_write" = evict / floor write, "ratio_read" = restore / floor read.
+ * Every repetition (--reps) after one warm-up round checks the data that
+ * came back bit for bit; medians are reported.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vkvbench.h"
+
+#define TIER_SLOTS 16
+#define TIER_HEADS 8
+#define TIER_DIM 128
+#define TIER_TOKEN (TIER_HEADS * TIER_DIM * 2)
+
+struct tier_opts {
+	unsigned tier;
+	enum vkv_backend_kind backend;
+	const char *dir;
+	uint64_t size, bs, qd, reps;
+	bool json;
+};
+
+struct tier_result {
+	double evict, restore;      /* GB/s, medians */
+	double floor_w, floor_r;    /* GB/s, medians; < 0: none */
+	bool verified;
+	uint64_t size;              /* bytes actually moved per round */
+	char floor[16];
+};
+
+static void tier_help(FILE *f)
+{
+	fprintf(f, "usage: vkvbench tier --tier dram|nvme [--json] [--dir D] [--size S]\n"
+		   "                     [--bs B] [--qd Q] [--reps N] [--backend B]\n"
+		   "  --tier     dram or nvme (required)\n"
+		   "  --dir      directory of the NVMe tier file and of fio's (default /var/tmp)\n"
+		   "  --size     bytes evicted and restored per round (default 512M)\n"
+		   "  --bs       NVMe I/O size (default 1M)\n"
+		   "  --qd       NVMe queue depth (default 32)\n"
+		   "  --reps     measured rounds after a warm-up (default 3)\n");
+}
+
+static int parse_tier_opts(int argc, char **argv, struct tier_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "tier", required_argument, NULL, 't' },
+		{ "dir", required_argument, NULL, 'd' },
+		{ "size", required_argument, NULL, 's' },
+		{ "bs", required_argument, NULL, 'b' },
+		{ "qd", required_argument, NULL, 'q' },
+		{ "reps", required_argument, NULL, 'r' },
+		{ "backend", required_argument, NULL, 'B' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	*o = (struct tier_opts){ 0, VKV_BACKEND_AUTO, "/var/tmp", 512ULL << 20,
+				 1ULL << 20, 32, 3, false };
+	bench_getopt_reset();
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (!strcmp(optarg, "dram"))
+				o->tier = VKV_TIER_DRAM;
+			else if (!strcmp(optarg, "nvme"))
+				o->tier = VKV_TIER_NVME;
+			else
+				return bench_usage_error("tier", "--tier must be dram or nvme");
+			break;
+		case 'd': o->dir = optarg; break;
+		case 's':
+			if (bench_parse_size(optarg, &o->size) || o->size < (4ULL << 20))
+				return bench_usage_error("tier", "--size: at least 4M");
+			break;
+		case 'b':
+			if (bench_parse_size(optarg, &o->bs) || o->bs < 4096 ||
+			    (o->bs & (o->bs - 1)))
+				return bench_usage_error("tier", "--bs: a power of two >= 4K");
+			break;
+		case 'q':
+			if (bench_parse_u64(optarg, 1, 4096, &o->qd))
+				return bench_usage_error("tier", "--qd: 1..4096");
+			break;
+		case 'r':
+			if (bench_parse_u64(optarg, 1, 1000, &o->reps))
+				return bench_usage_error("tier", "--reps: 1..1000");
+			break;
+		case 'B':
+			if (bench_parse_backend(optarg, &o->backend))
+				return bench_usage_error("tier", "--backend: auto, host, cuda, kmod");
+			break;
+		case 'j': o->json = true; break;
+		case 'h': tier_help(stdout); return -1;
+		default: tier_help(stderr); return BENCH_USAGE;
+		}
+	}
+	if (!o->tier)
+		return bench_usage_error("tier", "--tier dram|nvme is required");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ floor */
+
+/* memcpy between two prefaulted buffers, chunk by chunk. */
+static double memcpy_gbps(uint8_t *dst, const uint8_t *src, uint64_t size,
+			  uint64_t chunk)
+{
+	uint64_t t0 = bench_now_ns();
+
+	for (uint64_t off = 0; off < size; off += chunk)
+		memcpy(dst + off, src + off, chunk);
+	return (double)size / ((double)(bench_now_ns() - t0) / 1e9) / 1e9;
+}
+
+/* fio's bandwidth for one job in GB/s, < 0 when fio is not there. */
+static double fio_gbps(const struct tier_opts *o, const char *path, bool write)
+{
+	char cmd[1024], line[8192];
+	double kib = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd),
+		 "fio --name=vkvbench --filename=%s --ioengine=io_uring --direct=1 "
+		 "--fixedbufs=1 --registerfiles=1 --rw=%s --bs=%llu --iodepth=%llu "
+		 "--size=%llu --output-format=terse --terse-version=3 2>/dev/null",
+		 path, write ? "write" : "read", (unsigned long long)o->bs,
+		 (unsigned long long)o->qd, (unsigned long long)o->size);
+	p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	while (fgets(line, sizeof(line), p)) {
+		char *save = NULL, *f = strtok_r(line, ";", &save);
+
+		/* terse v3: field 7 read bandwidth, field 48 write, KiB/s */
+		for (int i = 1; f; i++, f = strtok_r(NULL, ";", &save)) {
+			if (i == (write ? 48 : 7)) {
+				kib = strtod(f, NULL);
+				break;
+			}
+		}
+	}
+	if (pclose(p) != 0)
+		return -1;
+	return kib > 0 ? kib * 1024 / 1e9 : -1;
+}
+
+static bool have_fio(void)
+{
+	return system("fio --version >/dev/null 2>&1") == 0;
+}
+
+/* ------------------------------------------------------------- the tier */
+
+static void set_env_size(const char *name, uint64_t v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	setenv(name, buf, 1);
+}
+
+static uint8_t byte_at(uint32_t slot, int kv, uint64_t i)
+{
+	return (uint8_t)((i * 2654435761u) >> 13 ^ slot * 37 ^ (unsigned)kv * 101);
+}
+
+/* Fill (or check) every slot's K and V. */
+static int fill_or_check(vkv_region *r, uint64_t tokens, uint8_t *buf, bool check)
+{
+	uint64_t bytes = tokens * TIER_TOKEN;
+	int err = 0;
+
+	for (uint32_t s = 0; s < TIER_SLOTS && !err; s++) {
+		for (int kv = 0; kv < 2 && !err; kv++) {
+			if (check) {
+				err = vkv_slot_read(r, s, 0, kv, 0, tokens, buf);
+				for (uint64_t i = 0; i < bytes && !err; i++)
+					if (buf[i] != byte_at(s, kv, i))
+						err = -EILSEQ;
+				continue;
+			}
+			for (uint64_t i = 0; i < bytes; i++)
+				buf[i] = byte_at(s, kv, i);
+			err = vkv_slot_write(r, s, 0, kv, 0, tokens, buf);
+		}
+	}
+	return err;
+}
+
+static int round_trip(vkv_region *r, unsigned tier, const uint32_t *slots,
+		      double *ev_s, double *re_s)
+{
+	vkv_op *op = NULL;
+	uint64_t t0 = bench_now_ns();
+	int err = vkv_evict(r, slots, TIER_SLOTS, tier, &op);
+
+	if (!err)
+		err = vkv_op_wait(op);
+	vkv_op_free(op);
+	*ev_s = (double)(bench_now_ns() - t0) / 1e9;
+	if (err)
+		return err;
+	t0 = bench_now_ns();
+	op = NULL;
+	err = vkv_restore(r, slots, TIER_SLOTS, &op);
+	if (!err)
+		err = vkv_op_wait(op);
+	vkv_op_free(op);
+	*re_s = (double)(bench_now_ns() - t0) / 1e9;
+	return err;
+}
+
+static int measure(const struct tier_opts *o, struct tier_result *res)
+{
+	struct vkv_ctx_config cfg;
+	struct vkv_region_config rc;
+	struct vkv_region_info ri;
+	vkv_ctx *ctx = NULL;
+	vkv_region *r = NULL;
+	uint32_t slots[TIER_SLOTS];
+	double ev[1000], re[1000], fw[1000], fr[1000];
+	uint64_t tokens, nf = 0;
+	char fio_path[4096];
+	bool fio = o->tier == VKV_TIER_NVME && have_fio();
+	uint8_t *buf = NULL, *fa = NULL, *fb = NULL;
+	int err;
+
+	setenv("VKV_NVME_DIR", o->dir, 1);
+	set_env_size("VKV_NVME_IO", o->bs);
+	set_env_size("VKV_NVME_QD", o->qd);
+	set_env_size("VKV_NVME_BUDGET", 2 * o->size);
+	set_env_size("VKV_NVME_GROW", o->size);
+	set_env_size("VKV_DRAM_BUDGET", 2 * o->size);
+	set_env_size("VKV_DRAM_CHUNK", o->size);
+	vkv_ctx_config_init(&cfg);
+	cfg.backend = o->backend;
+	cfg.flags |= VKV_CTX_NO_STATS;
+	/* The pool keeps the evicted pages: restore measures the transfer,
+	 * not the backend's page creation. */
+	cfg.pool_low = 0;
+	cfg.pool_high = 2 * o->size;
+	err = vkv_ctx_create(&cfg, &ctx);
+	if (err)
+		return err;
+	vkv_region_config_init(&rc);
+	rc.layers = 1;
+	rc.kv_heads = TIER_HEADS;
+	rc.head_dim = TIER_DIM;
+	rc.elem_size = 2;
+	rc.max_slots = TIER_SLOTS;
+	/* Two tensors (K, V) per slot: size / slots / 2 bytes each. */
+	rc.max_context = o->size / TIER_SLOTS / 2 / TIER_TOKEN;
+	err = vkv_region_create(ctx, &rc, &r);
+	if (err)
+		goto out;
+	vkv_region_info(r, &ri);
+	tokens = rc.max_context / ri.tokens_per_page * ri.tokens_per_page;
+	if (!tokens) {
+		err = -EINVAL;
+		fprintf(stderr, "vkvbench tier: --size too small for the page size\n");
+		goto out;
+	}
+	res->size = tokens * TIER_TOKEN * 2 * TIER_SLOTS;
+	buf = malloc(tokens * TIER_TOKEN);
+	if (!buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t s = 0; s < TIER_SLOTS && !err; s++) {
+		slots[s] = s;
+		err = vkv_slot_alloc_at(r, s);
+		if (!err)
+			err = vkv_slot_ensure(r, s, tokens);
+	}
+	if (!err)
+		err = fill_or_check(r, tokens, buf, false);
+	if (!err && o->tier == VKV_TIER_DRAM) {
+		fa = malloc(res->size);
+		fb = malloc(res->size);
+		if (!fa || !fb) {
+			err = -ENOMEM;
+		} else {
+			memset(fa, 1, res->size);
+			memset(fb, 2, res->size);
+		}
+	}
+	snprintf(fio_path, sizeof(fio_path), "%s/vkvbench-fio.%d", o->dir, (int)getpid());
+	res->verified = true;
+	for (uint64_t i = 0; i <= o->reps && !err; i++) {
+		double e, t;
+
+		err = round_trip(r, o->tier, slots, &e, &t);
+		if (!err && fill_or_check(r, tokens, buf, true))
+			res->verified = false;
+		if (o->tier == VKV_TIER_DRAM && !err)
+			fw[nf] = fr[nf] = memcpy_gbps(fb, fa, res->size, ri.page_size);
+		if (err || i == 0)
+			continue; /* round 0 warms up (file growth, first faults) */
+		ev[i - 1] = (double)res->size / e / 1e9;
+		re[i - 1] = (double)res->size / t / 1e9;
+		if (o->tier == VKV_TIER_DRAM) {
+			nf++;
+		} else if (fio) {
+			fw[nf] = fio_gbps(o, fio_path, true);
+			fr[nf] = fio_gbps(o, fio_path, false);
+			if (fw[nf] > 0 && fr[nf] > 0)
+				nf++;
+			unlink(fio_path);
+		}
+	}
+	if (err)
+		goto out;
+	res->evict = bench_median_f64(ev, o->reps);
+	res->restore = bench_median_f64(re, o->reps);
+	res->floor_w = nf ? bench_median_f64(fw, nf) : -1;
+	res->floor_r = nf ? bench_median_f64(fr, nf) : -1;
+	snprintf(res->floor, sizeof(res->floor), "%s",
+		 o->tier == VKV_TIER_DRAM ? "memcpy" : nf ? "fio" : "none");
+out:
+	free(buf);
+	free(fa);
+	free(fb);
+	if (r)
+		vkv_region_destroy(r);
+	vkv_ctx_destroy(ctx);
+	return err;
+}
+
+static void report(const struct tier_opts *o, const struct tier_result *res)
+{
+	const char *tier = o->tier == VKV_TIER_DRAM ? "dram" : "nvme";
+	bool floor = res->floor_w > 0;
+
+	if (o->json) {
+		struct bench_json j;
+
+		bench_json_begin(&j, stdout);
+		bench_json_str(&j, "bench", "tier");
+		bench_json_str(&j, "tier", tier);
+		bench_json_str(&j, "dir", o->dir);
+		bench_json_u64(&j, "size", res->size);
+		bench_json_u64(&j, "bs", o->bs);
+		bench_json_u64(&j, "qd", o->qd);
+		bench_json_u64(&j, "reps", o->reps);
+		bench_json_f64(&j, "evict_gbps", res->evict);
+		bench_json_f64(&j, "restore_gbps", res->restore);
+		bench_json_str(&j, "floor", res->floor);
+		bench_json_f64(&j, "floor_write_gbps", floor ? res->floor_w : 0.0 / 0.0);
+		bench_json_f64(&j, "floor_read_gbps", floor ? res->floor_r : 0.0 / 0.0);
+		bench_json_f64(&j, "ratio_write", floor ? res->evict / res->floor_w : 0.0 / 0.0);
+		bench_json_f64(&j, "ratio_read", floor ? res->restore / res->floor_r : 0.0 / 0.0);
+		bench_json_bool(&j, "verified", res->verified);
+		bench_json_end(&j);
+		return;
+	}
+	printf("tier %s: %.2f GB/s evict, %.2f GB/s restore (%llu MiB, bs %llu KiB, qd %llu)\n",
+	       tier, res->evict, res->restore, (unsigned long long)(res->size >> 20),
+	       (unsigned long long)(o->bs >> 10), (unsigned long long)o->qd);
+	if (floor)
+		printf("floor %s: %.2f GB/s write, %.2f GB/s read; ratio %.2f write, %.2f read\n",
+		       res->floor, res->floor_w, res->floor_r, res->evict / res->floor_w,
+		       res->restore / res->floor_r);
+	else
+		printf("floor: fio is not installed; no ratio\n");
+	printf("data %s\n", res->verified ? "verified bit for bit" : "MISMATCH");
+}
+
+int bench_tier(int argc, char **argv)
+{
+	struct tier_opts o;
+	struct tier_result res = { 0 };
+	int err = parse_tier_opts(argc, argv, &o);
+
+	if (err)
+		return err < 0 ? BENCH_OK : err;
+	err = measure(&o, &res);
+	if (err) {
+		fprintf(stderr, "vkvbench tier: %s\n", vkv_strerror(err));
+		return err == -ENODEV ? BENCH_SKIP : BENCH_FAIL;
+	}
+	report(&o, &res);
+	return res.verified ? BENCH_OK : BENCH_FAIL;
+}
