@@ -93,6 +93,26 @@ static int load_modules(struct vkv_kern *k)
 	return err;
 }
 
+/* The fatbins hold sm_80 and sm_90 code and compute_90 PTX: any 8.x GPU
+ * runs the sm_80 code, 9.x and newer the sm_90 code or the JIT-compiled
+ * PTX. Older GPUs get a clear "not supported" instead of a load failure. */
+static int check_arch(struct vkv_kern *k)
+{
+	int major = 0, minor = 0;
+	int err = VKV_CU_CALL(k->cu, cuDeviceGetAttribute, &major,
+			      CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, k->dev);
+
+	if (!err)
+		err = VKV_CU_CALL(k->cu, cuDeviceGetAttribute, &minor,
+				  CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+				  k->dev);
+	if (!err && major < 8)
+		err = vkv__set_error(-ENOTSUP, "kernels: device %d is sm_%d%d; the "
+				     "kernels need sm_80 or newer", k->device,
+				     major, minor);
+	return err;
+}
+
 static void describe_device(struct vkv_kern *k)
 {
 	const struct vkv_cu *cu = k->cu;
@@ -152,6 +172,8 @@ int vkv__kern_open(int device, struct vkv_kern **out)
 		err = VKV_CU_CALL(cu, cuDevicePrimaryCtxRetain, &k->ctx, k->dev);
 	if (!err)
 		err = VKV_CU_CALL(cu, cuCtxSetCurrent, k->ctx);
+	if (!err)
+		err = check_arch(k);
 	if (!err)
 		err = load_modules(k);
 	if (!err)

@@ -31,8 +31,8 @@ struct vkv_kern;
 /*
  * Retain `device`'s primary context, make it current in the calling thread
  * and load the kernels into it. -ENODEV without a usable driver or device,
- * -EIO when the driver refuses the modules (a GPU older than sm_80 that
- * cannot JIT the PTX), -ENOMEM.
+ * -ENOTSUP for a GPU older than sm_80, -EIO when the driver refuses the
+ * modules, -ENOMEM.
  */
 int vkv__kern_open(int device, struct vkv_kern **out);
 /* Unload, release the context reference. Waits for pending range copies. */

@@ -452,7 +452,7 @@ int main(void)
 	SRunner *sr;
 	int failed;
 
-	if (err == -ENODEV) {
+	if (err == -ENODEV || err == -ENOTSUP) {
 		printf("SKIP: no usable CUDA driver or device: %s\n",
 		       vkv_strerror(err));
 		return 77;
