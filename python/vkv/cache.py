@@ -93,7 +93,7 @@ class Context:
                  pool_low=None, pool_high=None, unbacked=None, worker=None,
                  stats=None):
         lib = _lib.load()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._caches = weakref.WeakSet()
         self._handle = None
         cfg = _lib.CtxConfig()
@@ -191,6 +191,9 @@ class Context:
                 return
             open_caches = [c for c in self._caches if not c.closed]
             if open_caches:
+                gc.collect()  # caches only a cycle still holds close now
+                open_caches = [c for c in self._caches if not c.closed]
+            if open_caches:
                 raise VkvError(errno.EBUSY, "context still has %d open KVCache(s); "
                                "close them first" % len(open_caches), "vkv.Context.close")
             call("vkv_ctx_destroy", self._handle)
@@ -232,7 +235,7 @@ class KVCache:
         lib = _lib.load()
         self._handle = None
         self._ctx = ctx
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._mem = None          # weakref to the reservation's owner object
         self._raw = None          # weakref to the 1-D uint8 tensor over it
         self._views = {}          # (layer, kv) -> weakref to a tensor
