@@ -326,6 +326,8 @@ def main():
     torch.use_deterministic_algorithms(True)
     ctx = vkv.Context(backend=args.backend, page_size="4K" if args.backend == "host" else None)
     device = "cpu" if ctx.device is None else "cuda:%d" % ctx.device
+    if ctx.device is not None:  # vkv waits for this stream before unmapping
+        ctx.set_stream(torch.cuda.current_stream(ctx.device))
     model = TinyDecoder(args.seed, device, max_context=args.max_context)
     store = VkvStore(ctx, model, args.max_slots, args.max_context)
     requests = make_requests(args.seed, args.requests, model.vocab)
