@@ -43,8 +43,13 @@ struct host_priv {
 	pthread_mutex_t lock;
 	uint64_t file_size;       /* ftruncate'd size (lock) */
 	uint64_t next_off;        /* never-used offsets start here (lock) */
-	uint64_t *free_offs;      /* released offsets for reuse (lock) */
-	uint64_t nfree, free_cap; /* (lock) */
+	/* Released offsets for reuse, a FIFO: [free_head, nfree) of
+	 * free_offs. First in, first out keeps the order pages were
+	 * released in, so a slot that takes back what a slot gave keeps
+	 * consecutive offsets and is mapped with one mmap per run (a stack
+	 * would reverse them: one mmap per page). (lock) */
+	uint64_t *free_offs;
+	uint64_t free_head, nfree, free_cap; /* (lock) */
 };
 
 static int host_reserve_prot(const struct vkv_backend *b)
@@ -159,8 +164,10 @@ static int take_offset(struct host_priv *hp, uint64_t page, uint64_t *off)
 {
 	uint64_t want;
 
-	if (hp->nfree) {
-		*off = hp->free_offs[--hp->nfree];
+	if (hp->free_head < hp->nfree) {
+		*off = hp->free_offs[hp->free_head++];
+		if (hp->free_head == hp->nfree)
+			hp->free_head = hp->nfree = 0;
 		return 0;
 	}
 	*off = hp->next_off;
@@ -180,6 +187,12 @@ static int give_offset(struct host_priv *hp, uint64_t off)
 {
 	uint64_t *n;
 
+	if (hp->nfree == hp->free_cap && hp->free_head) {
+		memmove(hp->free_offs, hp->free_offs + hp->free_head,
+			(hp->nfree - hp->free_head) * sizeof(*hp->free_offs));
+		hp->nfree -= hp->free_head;
+		hp->free_head = 0;
+	}
 	if (hp->nfree == hp->free_cap) {
 		uint64_t cap = hp->free_cap ? hp->free_cap * 2 : 256;
 
