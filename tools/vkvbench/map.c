@@ -27,7 +27,9 @@
  *       mostly shows libvkv's bookkeeping.
  *
  * Each measurement is repeated (--reps) with the order of vkv and floor
- * alternating, and medians are reported.
+ * alternating, and medians are reported. "ratio" is the median of the
+ * per-repetition ratios (vkv and floor measured back to back), which a
+ * busy machine disturbs less than a ratio of medians.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -466,7 +468,7 @@ static int parse(int argc, char **argv, struct map_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	o->backend = VKV_BACKEND_HOST;
-	o->reps = 9;
+	o->reps = 15;
 	bench_getopt_reset();
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
 		switch (c) {
@@ -508,6 +510,7 @@ struct map_result {
 	double page_commit, page_release;       /* host only */
 	double batched_commit, batched_release; /* host only */
 	double vkv_warm, floor_warm;            /* host only */
+	double ratio, warm_ratio;               /* medians of paired ratios */
 	bool have_batched, have_warm;
 };
 
@@ -522,6 +525,17 @@ static double med_release(struct map_sample *s, size_t n, double *tmp)
 {
 	for (size_t i = 0; i < n; i++)
 		tmp[i] = s[i].release;
+	return bench_median_f64(tmp, n);
+}
+
+/* Median over repetitions of (a.commit + a.release) / (b.commit + b.release). */
+static double med_ratio(const struct map_sample *a, const struct map_sample *b,
+			size_t n, double *tmp)
+{
+	for (size_t i = 0; i < n; i++) {
+		double den = b[i].commit + b[i].release;
+		tmp[i] = den > 0 ? (a[i].commit + a[i].release) / den : NAN;
+	}
 	return bench_median_f64(tmp, n);
 }
 
@@ -584,6 +598,8 @@ static int run_host(const struct map_opts *o, uint64_t ps, uint64_t n,
 		res->batched_release = med_release(sb, reps, tmp);
 		res->vkv_warm = med_commit(wv, reps, tmp);
 		res->floor_warm = med_commit(wf, reps, tmp);
+		res->ratio = med_ratio(sv, sf, reps, tmp);
+		res->warm_ratio = med_ratio(wv, wf, reps, tmp);
 		res->have_batched = res->have_warm = true;
 	}
 	vkv_slot_free(warm.r, cur);
@@ -635,6 +651,7 @@ static int run_cuda(const struct map_opts *o, uint64_t ps, uint64_t n,
 		res->vkv_release = med_release(sv, reps, tmp);
 		res->floor_commit = med_commit(sf, reps, tmp);
 		res->floor_release = med_release(sf, reps, tmp);
+		res->ratio = med_ratio(sv, sf, reps, tmp);
 	}
 	vkv_side_close(&cold);
 out_cu:
@@ -688,11 +705,11 @@ static void report_text(const struct map_opts *o, const struct vkv_ctx_info *inf
 		       "floor_bulk", r->batched_commit, r->batched_release,
 		       r->batched_commit + r->batched_release);
 	}
-	printf("  ratio vkv/floor: %.3f\n", ft > 0 ? vt / ft : 0);
+	printf("  ratio vkv/floor: %.3f (median of %llu paired repetitions)\n", r->ratio,
+	       (unsigned long long)o->reps);
 	if (r->have_warm)
 		printf("  warm (reclaim + remap): vkv %.0f ns/page, floor %.0f ns/page, ratio %.3f\n",
-		       r->vkv_warm, r->floor_warm,
-		       r->floor_warm > 0 ? r->vkv_warm / r->floor_warm : 0);
+		       r->vkv_warm, r->floor_warm, r->warm_ratio);
 }
 
 static void report_json(const struct map_opts *o, const struct vkv_ctx_info *info,
@@ -733,7 +750,8 @@ static void report_json(const struct map_opts *o, const struct vkv_ctx_info *inf
 		bench_json_f64(&j, "total", r->batched_commit + r->batched_release);
 		bench_json_close(&j);
 	}
-	bench_json_f64(&j, "ratio", ft > 0 ? vt / ft : NAN);
+	bench_json_f64(&j, "ratio", r->ratio);
+	bench_json_f64(&j, "ratio_of_medians", ft > 0 ? vt / ft : NAN);
 	bench_json_f64(&j, "ratio_commit",
 		       r->floor_commit > 0 ? r->vkv_commit / r->floor_commit : NAN);
 	bench_json_f64(&j, "ratio_release",
@@ -742,8 +760,7 @@ static void report_json(const struct map_opts *o, const struct vkv_ctx_info *inf
 		bench_json_object(&j, "warm");
 		bench_json_f64(&j, "vkv", r->vkv_warm);
 		bench_json_f64(&j, "floor", r->floor_warm);
-		bench_json_f64(&j, "ratio",
-			       r->floor_warm > 0 ? r->vkv_warm / r->floor_warm : NAN);
+		bench_json_f64(&j, "ratio", r->warm_ratio);
 		bench_json_close(&j);
 	}
 	bench_json_end(&j);
