@@ -137,22 +137,35 @@ static int unmap_each(struct vkv_backend *b, uint64_t addr, size_t n)
 	return first;
 }
 
-/* Mapped pages -> the unbacked state of this backend. */
+/*
+ * Mapped pages -> the unbacked state of this backend. In zero mode each run
+ * of pages that unmapped cleanly gets the zero page back with one access
+ * change; a page whose unmap fails is skipped (and reported), the rest are
+ * still done.
+ */
 static int to_unbacked(struct vkv_backend *b, uint64_t addr, size_t n)
 {
-	int err, first = 0;
+	uint64_t ps = b->page_size;
+	size_t i = 0, start;
+	int err = 0, first = 0;
 
 	if (!zero_mode(b))
 		return unmap_each(b, addr, n);
-	/* Page by page, so that one failure costs only that page. */
-	for (size_t i = 0; i < n; i++) {
-		uint64_t a = addr + i * b->page_size;
+	while (i < n) {
+		start = i;
+		while (i < n && !(err = unmap_each(b, addr + i * ps, 1)))
+			i++;
+		if (i > start) {
+			int zerr = map_zero(b, addr + start * ps, i - start);
 
-		err = unmap_each(b, a, 1);
-		if (!err)
-			err = map_zero(b, a, 1);
-		if (err && !first)
-			first = err;
+			if (zerr && !first)
+				first = zerr;
+		}
+		if (i < n) {
+			if (!first)
+				first = err;
+			i++;
+		}
 	}
 	return first;
 }

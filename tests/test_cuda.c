@@ -517,6 +517,22 @@ START_TEST(backend_zero_mode)
 		fk_fail(NULL);
 		FK_EXPECT(mappings, 4);
 		ck_assert(dev_zero(addr, 4 * ps));
+		/* Unmapping a run: one access change for it. */
+		OK(ops(&b)->map_pages(&b, addr + ps, pg, 2));
+		fk_fail(NULL);
+		OK(ops(&b)->unmap_pages(&b, addr + ps, 2));
+		ck_assert_uint_eq(fk_calls_fn("cuMemSetAccess"), 1);
+		/* A page that fails to unmap keeps its page; the others are
+		 * zero again, and a retry finishes the job. */
+		OK(ops(&b)->map_pages(&b, addr + ps, pg, 2));
+		fk_fail("cuMemUnmap:1:CUDA_ERROR_UNKNOWN");
+		FAILS(ops(&b)->unmap_pages(&b, addr + ps, 2), -EIO);
+		ck_assert(holds(&b, addr + ps, ps, 5));
+		ck_assert(dev_zero(addr + 2 * ps, ps));
+		fk_fail(NULL);
+		OK(ops(&b)->unmap_pages(&b, addr + ps, 1));
+		FK_EXPECT(mappings, 4);
+		ck_assert(dev_zero(addr, 4 * ps));
 	}
 	OK(ops(&b)->map_pages(&b, addr, pg, 2));
 	OK(ops(&b)->unmap_pages(&b, addr, 2));
