@@ -17,6 +17,7 @@ PKGS=(
 	fio
 	tmux
 	clang
+	libclang-rt-14-dev
 	prometheus
 	python3
 	qemu-system-x86
