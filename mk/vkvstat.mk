@@ -60,7 +60,7 @@ $(VKVSTAT_FUZZ): tests/vkvstat/fuzz_segment_reader.c tools/vkvstat/segment_reade
 vkvstat-fuzz-run: $(VKVSTAT_FUZZ)
 	@mkdir -p $(BUILD)/fuzz/vkvstat-corpus
 	$(VKVSTAT_FUZZ) -max_total_time=$(VKVSTAT_FUZZ_SECONDS) -max_len=4096 \
-		-timeout=10 $(BUILD)/fuzz/vkvstat-corpus
+		-timeout=10 -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/vkvstat-corpus
 
 # Shell tests (tools/run-tests.sh runs them; they need the plain build).
 VKVSTAT_WORKLOAD := $(BUILD)/tests/vkvstat_workload
@@ -81,5 +81,5 @@ vkvstat-test-cli: $(BUILD)/bin/vkvstat $(VKVSTAT_WORKLOAD) $(CUDADOUBLE) \
 		$(VKVSTAT_FAKE_NVML)
 	BUILD=$(BUILD) tests/vkvstat/test_cli.sh
 # 77 (vkvbench serve not there) is a skip, reported in the output.
-vkvstat-test-serve: $(BUILD)/bin/vkvstat
+vkvstat-test-serve: $(BUILD)/bin/vkvstat $(filter %/vkvbench,$(BINS:%=$(BUILD)/bin/%))
 	BUILD=$(BUILD) tests/vkvstat/test_serve.sh || [ $$? -eq 77 ]
