@@ -257,6 +257,65 @@ START_TEST(loader_table_and_errors)
 }
 END_TEST
 
+/* The double refuses what the real driver refuses, so caller bugs show. */
+START_TEST(double_is_strict)
+{
+	const struct vkv_cu *cu = vkv__cu();
+	CUmemAllocationProp prop = { .type = CU_MEM_ALLOCATION_TYPE_PINNED,
+				     .location = { CU_MEM_LOCATION_TYPE_DEVICE, 0 } };
+	CUmemAccessDesc rw = { prop.location, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	CUmemGenericAllocationHandle h, h2;
+	const size_t g = 2 * MIB;
+	CUdeviceptr va;
+	CUcontext ctx;
+	uint8_t byte = 0;
+
+	NEEDS_DOUBLE();
+	/* No current context. */
+	ck_assert_int_eq(cu->cuMemCreate(&h, g, &prop, 0), CUDA_ERROR_INVALID_CONTEXT);
+	ck_assert_int_eq(cu->cuDevicePrimaryCtxRetain(&ctx, 0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuCtxSetCurrent(ctx), CUDA_SUCCESS);
+	/* Sizes and addresses off the granularity. */
+	ck_assert_int_eq(cu->cuMemCreate(&h, g + 4096, &prop, 0), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemAddressReserve(&va, g / 2, 0, 0, 0), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemCreate(&h, g, &prop, 0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemCreate(&h2, 2 * g, &prop, 0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemAddressReserve(&va, 4 * g, g, 0, 0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemMap(va + 4096, g, 0, h, 0), CUDA_ERROR_INVALID_VALUE);
+	/* Beyond the allocation, beyond the reservation. */
+	ck_assert_int_eq(cu->cuMemMap(va, 2 * g, 0, h, 0), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemMap(va + 3 * g, 2 * g, 0, h2, 0), CUDA_ERROR_INVALID_VALUE);
+	/* Over a mapping; an unmap or access change splitting a mapping. */
+	ck_assert_int_eq(cu->cuMemMap(va, 2 * g, 0, h2, 0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemMap(va + g, g, 0, h, 0), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemUnmap(va, g), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemSetAccess(va, g, &rw, 1), CUDA_ERROR_INVALID_VALUE);
+	/* No access yet: copies are refused. */
+	ck_assert_int_eq(cu->cuMemcpyHtoD(va, &byte, 1), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemMap(va + 2 * g, g, 0, h, 0), CUDA_SUCCESS);
+	/* One access change and one unmap may span several mappings. */
+	ck_assert_int_eq(cu->cuMemSetAccess(va, 3 * g, &rw, 1), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemcpyHtoD(va + 3 * g - 1, &byte, 1), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemcpyHtoD(va + 3 * g - 1, &byte, 2), CUDA_ERROR_INVALID_VALUE);
+	/* Releasing a mapped handle, freeing a reservation with mappings. */
+	ck_assert_int_eq(cu->cuMemRelease(h), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemAddressFree(va, 4 * g), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemUnmap(va, 3 * g), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemAddressFree(va, 2 * g), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemAddressFree(va, 4 * g), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuMemRelease(h), CUDA_SUCCESS);
+	/* Stale handles. */
+	ck_assert_int_eq(cu->cuMemRelease(h), CUDA_ERROR_INVALID_VALUE);
+	ck_assert_int_eq(cu->cuMemRelease(h2), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuStreamDestroy((CUstream)&byte), CUDA_ERROR_INVALID_HANDLE);
+	ck_assert_int_eq(cu->cuDevicePrimaryCtxRelease(0), CUDA_SUCCESS);
+	ck_assert_int_eq(cu->cuDevicePrimaryCtxRelease(0), CUDA_ERROR_INVALID_CONTEXT);
+	/* The released context is not usable any more. */
+	ck_assert_int_eq(cu->cuMemCreate(&h, g, &prop, 0), CUDA_ERROR_INVALID_CONTEXT);
+	assert_nothing_held();
+}
+END_TEST
+
 START_TEST(backend_open_page_sizes)
 {
 	struct vkv_backend b;
@@ -1021,6 +1080,7 @@ static Suite *cuda_suite(void)
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, loader_table_and_errors);
+	tcase_add_test(tc, double_is_strict);
 	tcase_add_test(tc, backend_open_page_sizes);
 	tcase_add_test(tc, backend_open_failures_leave_nothing);
 	tcase_add_test(tc, backend_reserve_map_copy_unmap);
