@@ -284,11 +284,15 @@ int vkv__kern_copy_ranges(struct vkv_kern *k, void *stream,
 	if (err)
 		goto out;
 	err = VKV_CU_CALL(cu, cuEventRecord, k->staging_free, (CUstream)stream);
-	/* without the event, only a full wait proves the list was read */
-	if (err)
-		cu->cuCtxSynchronize();
-	else
+	if (!err) {
 		k->staging_busy = true;
+	} else {
+		/* the copy is queued; without the event only a full wait
+		 * proves that the list was read */
+		err = VKV_CU_CALL(cu, cuCtxSynchronize);
+		if (!err)
+			vkv__clear_error();
+	}
 out:
 	pthread_mutex_unlock(&k->lock);
 	return err;

@@ -336,6 +336,126 @@ START_TEST(copy_kernel_from_another_thread)
 }
 END_TEST
 
+/* --------------------------------------------- injected driver failures
+ *
+ * Only under the test double (its controls are found with dlsym; on a real
+ * driver these tests return at once): every driver call the launcher makes
+ * is failed once, and the launcher must report it, leave nothing behind
+ * and work again afterwards.
+ */
+struct fake_ctl {
+	vkv_fakecuda_stats_fn stats;
+	vkv_fakecuda_reload_fn reload;
+};
+
+static bool fake_ctl(struct fake_ctl *c)
+{
+	void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+
+	if (!h)
+		return false;
+	c->stats = (vkv_fakecuda_stats_fn)dlsym(h, "vkv_fakecuda_stats");
+	c->reload = (vkv_fakecuda_reload_fn)dlsym(h, "vkv_fakecuda_reload");
+	dlclose(h);
+	return c->stats && c->reload;
+}
+
+static void fail_next(struct fake_ctl *c, const char *spec)
+{
+	if (spec)
+		setenv("VKV_FAKECUDA_FAIL", spec, 1);
+	else
+		unsetenv("VKV_FAKECUDA_FAIL");
+	c->reload();
+}
+
+static bool same_resources(const struct vkv_fakecuda_stats *a,
+			   const struct vkv_fakecuda_stats *b)
+{
+	return a->allocs == b->allocs && a->reservations == b->reservations &&
+	       a->mappings == b->mappings && a->events == b->events &&
+	       a->host_allocs == b->host_allocs && a->modules == b->modules &&
+	       a->primary_refs == b->primary_refs;
+}
+
+static const char *const open_faults[] = {
+	"cuDeviceGet:1",         "cuDevicePrimaryCtxRetain:1",
+	"cuCtxSetCurrent:1",     "cuDeviceGetAttribute:1",
+	"cuModuleLoadData:1",    "cuModuleLoadData:2",
+	"cuModuleGetFunction:1", "cuModuleGetFunction:20",
+	"cuEventCreate:1",
+};
+
+START_TEST(open_fails_cleanly)
+{
+	struct fake_ctl c;
+	struct vkv_fakecuda_stats before, after;
+	struct vkv_kern *k2 = NULL;
+
+	if (!fake_ctl(&c))
+		return;
+	c.stats(&before);
+	fail_next(&c, open_faults[_i]);
+	ck_assert_msg(vkv__kern_open(0, &k2) < 0, "%s did not fail the open",
+		      open_faults[_i]);
+	fail_next(&c, NULL);
+	c.stats(&after);
+	ck_assert_msg(same_resources(&before, &after), "%s leaked",
+		      open_faults[_i]);
+	ck_assert_int_eq(vkv__kern_open(0, &k2), 0);
+	vkv__kern_close(k2);
+}
+END_TEST
+
+START_TEST(launch_failures_are_reported)
+{
+	static const char *const faults[] = { "cuMemAllocHost:1", "cuLaunchKernel:1",
+					      "cuEventRecord:1", "cuCtxSetCurrent:1" };
+	struct fake_ctl c;
+	struct vkv_kern *k2;
+	struct vkv_kern_buf a, b;
+	uint8_t src[4096];
+
+	if (!fake_ctl(&c))
+		return;
+	memset(src, 0x5a, sizeof(src));
+	dev_put(&a, src, sizeof(src));
+	dev_put(&b, NULL, sizeof(src));
+	struct vkv_kern_range r = { b.addr, a.addr, sizeof(src) };
+	for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+		/* a fresh launcher: its staging list is not allocated yet */
+		ck_assert_int_eq(vkv__kern_open(0, &k2), 0);
+		fail_next(&c, faults[i]);
+		int err = vkv__kern_copy_ranges(k2, NULL, &r, 1);
+		fail_next(&c, NULL);
+		/* an event that could not be recorded is replaced by a full
+		 * wait: the copy happened and the call succeeds */
+		if (strcmp(faults[i], "cuEventRecord:1"))
+			ck_assert_msg(err < 0, "%s: %d", faults[i], err);
+		else
+			ck_assert_int_eq(err, 0);
+		ck_assert_int_eq(vkv__kern_copy_ranges(k2, NULL, &r, 1), 0);
+		vkv__kern_close(k2);
+	}
+	struct vkv_attn_params p = {
+		.q = a.addr, .out = b.addr, .k = a.addr, .v = a.addr,
+		.seq_len = a.addr, .seq_slot = a.addr, .batch = 1,
+		.q_heads = 1, .kv_heads = 1, .head_dim = 1,
+	};
+	memset(src, 0, sizeof(src)); /* lengths 0: an output of zeros */
+	ck_assert_int_eq(vkv__kern_upload(kern, a.addr, src, sizeof(src)), 0);
+	fail_next(&c, "cuLaunchKernel:1");
+	ck_assert_int_eq(vkv__kern_attn_decode(kern, NULL, VKV_KERN_CONTIG,
+					       VKV_KERN_F32, &p), -ENOMEM);
+	ck_assert_ptr_nonnull(strstr(vkv_last_error(), "cuLaunchKernel"));
+	fail_next(&c, NULL);
+	ck_assert_int_eq(vkv__kern_attn_decode(kern, NULL, VKV_KERN_CONTIG,
+					       VKV_KERN_F32, &p), 0);
+	vkv__kern_buf_free(kern, &a);
+	vkv__kern_buf_free(kern, &b);
+}
+END_TEST
+
 /* ----------------------------------------- host versions for the test double
  *
  * The double calls vkv_fakecuda_kernel_<name> for a launch of <name>; device
@@ -407,8 +527,13 @@ static Suite *kernels_gpu_suite(void)
 	tcase_add_test(copy, copy_kernel_back_to_back);
 	tcase_add_test(copy, copy_kernel_from_another_thread);
 	tcase_add_test(copy, launch_geometry_as_expected);
+	TCase *faults = tcase_create("faults");
+	tcase_add_loop_test(faults, open_fails_cleanly, 0,
+			    sizeof(open_faults) / sizeof(open_faults[0]));
+	tcase_add_test(faults, launch_failures_are_reported);
 	suite_add_tcase(s, attn);
 	suite_add_tcase(s, copy);
+	suite_add_tcase(s, faults);
 	return s;
 }
 
