@@ -544,9 +544,7 @@ static int run_host(const struct map_opts *o, uint64_t ps, uint64_t n,
 {
 	size_t reps = o->reps;
 	struct map_sample *sv = calloc(reps * 6, sizeof(*sv));
-	struct map_sample *sf = sv + reps, *sp = sv + 2 * reps,
-			  *sb = sv + 3 * reps, *wv = sv + 4 * reps,
-			  *wf = sv + 5 * reps;
+	struct map_sample *sf, *sp, *sb, *wv, *wf;
 	double *tmp = calloc(reps, sizeof(*tmp));
 	struct vkv_side cold, warm;
 	struct vkv_ctx_info info;
@@ -558,6 +556,11 @@ static int run_host(const struct map_opts *o, uint64_t ps, uint64_t n,
 		err = -ENOMEM;
 		goto out_free;
 	}
+	sf = sv + reps;
+	sp = sv + 2 * reps;
+	sb = sv + 3 * reps;
+	wv = sv + 4 * reps;
+	wf = sv + 5 * reps;
 	err = host_floor_open(&f, ps, n);
 	if (err)
 		goto out_free;
@@ -619,7 +622,7 @@ static int run_cuda(const struct map_opts *o, uint64_t ps, uint64_t n,
 		    struct map_result *res, char *floor_detail, size_t dlen)
 {
 	size_t reps = o->reps;
-	struct map_sample *sv = calloc(reps * 2, sizeof(*sv)), *sf = sv + reps;
+	struct map_sample *sv = calloc(reps * 2, sizeof(*sv)), *sf;
 	double *tmp = calloc(reps, sizeof(*tmp));
 	struct vkv_ctx_info info;
 	struct vkv_side cold;
@@ -630,6 +633,7 @@ static int run_cuda(const struct map_opts *o, uint64_t ps, uint64_t n,
 		err = -ENOMEM;
 		goto out_free;
 	}
+	sf = sv + reps;
 	err = cu_load(&cu, 0);
 	if (err)
 		goto out_free;

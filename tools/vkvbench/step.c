@@ -260,7 +260,7 @@ static void sim_sleep(uint64_t us)
 static int sim_run(const struct step_opts *o, const struct bench_trace *t,
 		   uint64_t ps, bool lookahead, struct run_result *res)
 {
-	struct vkv_stats_segment *before = calloc(2, sizeof(*before)), *after = before + 1;
+	struct vkv_stats_segment *before = calloc(2, sizeof(*before)), *after;
 	uint64_t tok_all = token_bytes_all(&o->model), wall0;
 	struct vkv_region_config rc = o->model;
 	struct sim s = { .o = o, .t = t, .lookahead = lookahead };
@@ -275,6 +275,7 @@ static int sim_run(const struct step_opts *o, const struct bench_trace *t,
 		err = -ENOMEM;
 		goto out;
 	}
+	after = before + 1;
 	err = open_ctx(o, ps, lookahead ? 0 : VKV_CTX_NO_WORKER, 0, false, &ctx);
 	if (err)
 		goto out;
