@@ -222,7 +222,8 @@ static int proc_start(int32_t pid, char *state, uint64_t *start_ns)
 	return 0;
 }
 
-int vkvstat_pid_alive(int32_t pid, uint64_t start_ns, char *why, size_t whylen)
+int vkvstat_pid_alive(int32_t pid, uint64_t start_ns, uint64_t update_ns,
+		      char *why, size_t whylen)
 {
 	char st = 0, dummy[1];
 	uint64_t pstart = 0;
@@ -246,7 +247,8 @@ int vkvstat_pid_alive(int32_t pid, uint64_t start_ns, char *why, size_t whylen)
 		snprintf(why, whylen, "process %d is a zombie", pid);
 		return 0;
 	}
-	if (start_ns && pstart > start_ns + VKVSTAT_START_SLACK_NS) {
+	if (start_ns && pstart > start_ns + VKVSTAT_START_SLACK_NS &&
+	    pstart > update_ns + VKVSTAT_START_SLACK_NS) {
 		snprintf(why, whylen,
 			 "pid %d now belongs to a process started %" PRIu64
 			 " s after the segment was created",
@@ -411,7 +413,8 @@ static void read_one(int dfd, const char *name, int32_t pid, unsigned flags,
 		set_state(p, VKVSTAT_SEG_BAD, -EINVAL, why);
 		goto out_close;
 	}
-	if (vkvstat_pid_alive(pid, p->seg.start_ns, why, sizeof(why))) {
+	if (vkvstat_pid_alive(pid, p->seg.start_ns, p->seg.update_ns, why,
+			      sizeof(why))) {
 		set_state(p, VKVSTAT_SEG_LIVE, 0, NULL);
 		goto out_close;
 	}

@@ -95,13 +95,16 @@ int vkvstat_segment_copy(const void *mem, size_t len, unsigned retries,
 void vkvstat_segment_sanitize(struct vkv_stats_segment *seg);
 
 /*
- * Is the process that wrote a segment (pid, created at start_ns
- * CLOCK_REALTIME) still running? 1 alive, 0 dead (no such pid, or the pid
- * now belongs to a process started after the segment was created, or a
- * zombie). `why` (may be NULL) says which. /proc may be absent: then only
- * kill(pid, 0) decides.
+ * Is the process that wrote a segment (pid, created at start_ns and last
+ * written at update_ns, both CLOCK_REALTIME) still running? 1 alive, 0 dead:
+ * no such pid, a zombie, or the pid now belongs to a process that started
+ * after the segment was both created and last written (a reused pid; the
+ * second condition keeps a live writer alive across a forward step of the
+ * clock). `why` (may be NULL) says which. Without /proc only kill(pid, 0)
+ * decides.
  */
-int vkvstat_pid_alive(int32_t pid, uint64_t start_ns, char *why, size_t whylen);
+int vkvstat_pid_alive(int32_t pid, uint64_t start_ns, uint64_t update_ns,
+		      char *why, size_t whylen);
 
 /* The directory to read: `arg` if set, else $VKV_STATS_DIR, else /dev/shm. */
 const char *vkvstat_stats_dir(const char *arg);
