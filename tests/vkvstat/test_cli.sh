@@ -183,6 +183,7 @@ if command -v tmux >/dev/null; then
 	tm new-session -d -x 80 -y 24 -s vkvtop \
 		"env VKV_STATS_DIR='$VKV_STATS_DIR' TERM=xterm $VKVSTAT top -d 0.2; echo exit=\$? >'$T/top.rc'; sleep 5" ||
 		fail "tmux new-session"
+	tm pipe-pane -o -t vkvtop "cat >>'$T/raw'"
 	screen_has() { # $1 regex, $2 tries
 		local i
 		for ((i = 0; i < ${2:-50}; i++)); do
@@ -197,6 +198,16 @@ if command -v tmux >/dev/null; then
 	grep -q "q quit" "$T/screen" || fail "top lacks the key line"
 	[ "$(wc -l <"$T/screen")" -le 24 ] || fail "top taller than 24 lines"
 	awk 'length > 80 { exit 1 }' "$T/screen" || fail "top wider than 80"
+	# flicker-free: each screen homes the cursor and erases line ends; the
+	# whole screen is cleared at most once (at start)
+	sleep 0.6
+	python3 - "$T/raw" <<'PY' || fail "top's redraw: $(od -c "$T/raw" | head -20)"
+import sys
+raw = open(sys.argv[1], "rb").read()
+assert raw.count(b"\x1b[H") >= 2, "fewer than two screens seen"
+assert raw.count(b"\x1b[2J") <= 1, "screen cleared on redraw"
+assert b"\x1b[K" in raw and b"\x1b[J" in raw
+PY
 	tm send-keys -t vkvtop s
 	screen_has "sort inuse" || fail "key s did not change the sort: $(cat "$T/screen")"
 	tm send-keys -t vkvtop q
@@ -207,7 +218,7 @@ if command -v tmux >/dev/null; then
 	grep -qx "exit=0" "$T/top.rc" 2>/dev/null || fail "top did not quit on q with status 0"
 	tm capture-pane -p -t vkvtop >"$T/screen"
 	grep -q "vkvstat top" "$T/screen" && fail "alternate screen not left on q"
-	ok "top in tmux: screen, sort key, q quits and restores the screen"
+	ok "top in tmux: screen, redraw without clearing, sort key, q quits and restores the screen"
 
 	# colour on a terminal, unless NO_COLOR is set
 	tm new-session -d -x 80 -y 24 -s colour "$VKVSTAT; sleep 5"
