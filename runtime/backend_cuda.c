@@ -121,18 +121,19 @@ undo:
 	return err;
 }
 
-/* cuMemUnmap of n separately mapped pages; tries them all, returns the
- * first error. */
+/* cuMemUnmap of n separately mapped pages; tries them all, returns (and
+ * records the detail of) the first error. */
 static int unmap_each(struct vkv_backend *b, uint64_t addr, size_t n)
 {
 	struct cuda_priv *p = priv(b);
-	int err, first = 0;
+	int first = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		err = VKV_CU_CALL(p->cu, cuMemUnmap, addr + i * b->page_size,
-				  b->page_size);
-		if (err && !first)
-			first = err;
+		CUresult res = p->cu->cuMemUnmap(addr + i * b->page_size,
+						 b->page_size);
+
+		if (res != CUDA_SUCCESS && !first)
+			first = vkv__cu_error(res, "cuMemUnmap");
 	}
 	return first;
 }
