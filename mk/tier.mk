@@ -25,3 +25,10 @@ check-tier: $(TEST_TIER)
 	VKV_LOG=quiet VKV_BACKEND=host VKV_TEST_PAGE=2097152 \
 		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
 CHECK_TARGETS += check-tier
+
+# vkvbench tier (tiny, both tiers) and the demo's preemption by eviction:
+# serve --verify at half the workload's peak evicts to DRAM and NVMe.
+.PHONY: check-tier-demo
+check-tier-demo: $(BUILD)/bin/vkvbench
+	tests/tier/test_tier_demo.sh $(BUILD)/bin/vkvbench $(TIER_TEST_DIR)
+CHECK_TARGETS += check-tier-demo

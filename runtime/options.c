@@ -83,6 +83,16 @@ const struct vkv_option vkv__options[VKV_OPT_COUNT] = {
 					"fault injection: N makes the Nth growth of the NVMe tier file fail with ENOSPC" },
 	[VKV_OPT_FAULT_IO_URING] = { "VKV_FAULT_IO_URING", VKV_OPT_STRING, "", NULL,
 				     "fault injection: N makes the Nth io_uring setup fail (pread/pwrite fallback)" },
+	[VKV_OPT_PRELOAD] = { "VKV_PRELOAD", VKV_OPT_ENUM, "1", bool_choices,
+			      "LD_PRELOAD shim: 1 = serve device allocations from vkv arenas; 0 = pass every call to the driver" },
+	[VKV_OPT_PRELOAD_LIMIT] = { "VKV_PRELOAD_LIMIT", VKV_OPT_SIZE, "0", NULL,
+				    "LD_PRELOAD shim: cap on the device memory it maps, all devices together; beyond it allocations fail with CUDA_ERROR_OUT_OF_MEMORY; 0 = none" },
+	[VKV_OPT_PRELOAD_IDLE] = { "VKV_PRELOAD_IDLE", VKV_OPT_SIZE, "256M", NULL,
+				   "LD_PRELOAD shim: mapped chunks holding no allocation kept per device for reuse; beyond this they are unmapped" },
+	[VKV_OPT_PRELOAD_VA] = { "VKV_PRELOAD_VA", VKV_OPT_SIZE, "0", NULL,
+				 "LD_PRELOAD shim: virtual address space reserved per device; 0 = twice the device's memory" },
+	[VKV_OPT_PRELOAD_LOG] = { "VKV_PRELOAD_LOG", VKV_OPT_STRING, "", NULL,
+				  "LD_PRELOAD shim: file its messages are appended to; empty = stderr (never stdout)" },
 };
 
 /* One warning per option and process. */

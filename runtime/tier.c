@@ -404,12 +404,12 @@ static bool host_memory(const struct vkv_backend *b)
 
 /*
  * Map every slot at its old addresses; on failure unmap what was mapped.
- * Host memory is prefaulted in one call per tensor: the copy (or the
- * engine) would otherwise take a page fault per 4 KiB of a fresh mapping,
- * which costs more than the copy itself.
+ * populate: the data is about to be copied in by the CPU through these
+ * mappings; host memory is then prefaulted with one call per tensor, which
+ * costs much less than the page fault per 4 KiB the copy would take.
  */
 static int map_batch(struct vkv_region *r, const struct vkv_op *op,
-		     struct tier_slot *const *ts)
+		     struct tier_slot *const *ts, bool populate)
 {
 	size_t k;
 	int err = 0;
@@ -421,7 +421,7 @@ static int map_batch(struct vkv_region *r, const struct vkv_op *op,
 			vkv__slot_unmap_range(r, op->slots[j], 0, ts[j]->mapped);
 		return err;
 	}
-	if (!host_memory(&r->ctx->backend))
+	if (!populate || !host_memory(&r->ctx->backend))
 		return 0;
 	for (k = 0; k < op->n; k++)
 		for (uint32_t t = 0; t < r->ntensors && ts[k]->mapped; t++)
@@ -584,9 +584,9 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 	if (tier == VKV_TIER_NVME && host_memory(&ctx->backend)) {
 		err = read_via_scratch(t, ents, pages, m);
 		if (!err)
-			err = map_batch(r, op, ts);
+			err = map_batch(r, op, ts, false);
 	} else {
-		err = map_batch(r, op, ts);
+		err = map_batch(r, op, ts, true);
 		if (!err) {
 			err = copy_entries(t, ents, addr, m, false);
 			if (err)

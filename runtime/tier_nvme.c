@@ -412,11 +412,35 @@ static int reap(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
 	return err;
 }
 
+/* Submit what was prepared; on failure nothing of it went out. */
+static int submit_batch(struct vkv_tier_nvme *nv, unsigned *prepped,
+			uint32_t *nfree, uint64_t *inflight)
+{
+	int ret;
+
+	if (!*prepped)
+		return 0;
+	ret = io_uring_submit(&nv->ring);
+	if (ret < 0) {
+		*inflight -= *prepped;
+		*nfree += *prepped;
+	}
+	*prepped = 0;
+	return ret < 0 ? vkv__set_error(-EIO, "nvme tier: io_uring_submit: %s",
+					strerror(-ret))
+		       : 0;
+}
+
+/*
+ * Keep the ring full: prepare I/Os into free slots and submit them in
+ * batches of a quarter of the queue depth (so that the device starts on the
+ * first ones while the CPU checksums the next), then reap completions.
+ */
 static int xfer_uring(struct xfer *x)
 {
 	struct vkv_tier_nvme *nv = x->nv;
 	uint64_t next = 0, inflight = 0;
-	uint32_t nfree = nv->qd;
+	uint32_t nfree = nv->qd, batch = nv->qd / 4 ? nv->qd / 4 : 1;
 	int err = 0, e;
 
 	for (uint32_t i = 0; i < nv->qd; i++)
@@ -437,19 +461,12 @@ static int xfer_uring(struct xfer *x)
 			prep_io(x, sqe, next, bi, inject(x));
 			next++;
 			inflight++;
-			prepped++;
+			if (++prepped >= batch)
+				err = submit_batch(nv, &prepped, &nfree, &inflight);
 		}
-		if (prepped) {
-			int ret = io_uring_submit(&nv->ring);
-
-			if (ret < 0) {
-				/* Nothing of this round went out. */
-				err = vkv__set_error(-EIO, "nvme tier: io_uring_submit: %s",
-						     strerror(-ret));
-				inflight -= prepped;
-				nfree += prepped;
-			}
-		}
+		e = submit_batch(nv, &prepped, &nfree, &inflight);
+		if (e && !err)
+			err = e;
 		if (!inflight)
 			break;
 		e = reap(x, &nfree, &inflight);

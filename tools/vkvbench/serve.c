@@ -9,7 +9,10 @@
  * SiLU MLP, a final RMSNorm and an output projection; greedy argmax picks
  * the next token. Every iteration the engine:
  *   1. tells vkv the batch's new lengths (vkv_step), preempting the
- *      youngest request when the budget says no;
+ *      youngest request when the budget says no: its slot is evicted to
+ *      host DRAM (or NVMe once DRAM is full; --dram-budget) and restored at
+ *      the same addresses when memory frees up, before any new request is
+ *      admitted (--preempt recompute frees it and starts it over instead);
  *   2. runs the model layer by layer over every token of the iteration
  *      (whole prompts of requests admitted last iteration, one token of the
  *      others): K and V rows are written straight into the region's
@@ -219,6 +222,8 @@ struct serve_opts {
 	struct bench_trace_params tp;
 	enum vkv_backend_kind backend;
 	uint64_t page_size, budget;
+	uint64_t dram_budget;  /* DRAM tier for preempted requests */
+	bool evict;            /* preempt by eviction (else recompute) */
 	uint64_t slots;
 	uint64_t sys_len;
 	struct model_cfg mc;
@@ -240,6 +245,7 @@ struct req {
 	uint32_t ngen;     /* tokens generated */
 	uint32_t next;     /* last generated token (fed next iteration) */
 	uint32_t new_len;  /* cache length after this iteration */
+	uint32_t tier;     /* preempted by eviction: the tier holding it */
 };
 
 /* One token computed this iteration. */
@@ -282,12 +288,15 @@ struct engine {
 	struct req *run;
 	size_t nrun;
 	size_t *waiting, nwait, wait_head;
+	struct req *swapped;       /* [slots]: evicted, oldest first */
+	size_t nswap;
 	size_t done;
 	/* report */
 	uint64_t page_size;        /* vkv only */
 	bool preempted;            /* this iteration: admit nobody */
 	uint64_t tokens_out, tokens_prefill, iterations, preemptions;
 	uint64_t committed_peak, shared_peak, prefix_tokens_shared;
+	uint64_t evictions[VKV_TIER_COUNT], restores[VKV_TIER_COUNT];
 	double wall_s;
 	uint64_t start_ns, last_progress_ns;
 };
@@ -655,10 +664,11 @@ static uint64_t pages_for(const struct engine *e, uint64_t tokens)
 	return (tokens * row + e->page_size - 1) / e->page_size;
 }
 
-/* Under a budget, admit a request only when its prompt fits next to what
- * the running requests need for their next token (a scheduler's estimate;
- * vkv_step has the last word and may still make us preempt). */
-static bool fits(const struct engine *e, size_t idx)
+/* Under a budget, admit a request of `tokens` tokens only when it fits
+ * next to what the running requests need for their next token (a
+ * scheduler's estimate; vkv_step has the last word and may still make us
+ * preempt). */
+static bool fits(const struct engine *e, uint64_t tokens)
 {
 	uint64_t nt = 2ull * e->m->c.layers, used, need;
 
@@ -668,15 +678,38 @@ static bool fits(const struct engine *e, size_t idx)
 	for (size_t i = 0; i < e->nrun; i++)
 		used += pages_for(e, e->run[i].prompt > e->run[i].len + 1u ?
 					     e->run[i].prompt : e->run[i].len + 1u);
-	need = pages_for(e, req_prompt(e, idx));
+	need = pages_for(e, tokens);
 	return (used + need) * nt * e->page_size <= e->o->budget;
+}
+
+/* Bring evicted requests back, oldest first, while they fit. */
+static int resume(struct engine *e)
+{
+	while (e->nswap && e->nrun < e->o->slots && !e->preempted &&
+	       fits(e, e->swapped[0].len + 1u)) {
+		struct req *rq = &e->swapped[0];
+		int err = vkv_restore(e->r, &rq->slot, 1, NULL);
+
+		if (err == -ENOMEM && e->nrun > 0)
+			return 0; /* wait for memory */
+		if (err)
+			return err;
+		e->restores[rq->tier]++;
+		e->run[e->nrun++] = *rq;
+		memmove(e->swapped, e->swapped + 1, --e->nswap * sizeof(*rq));
+	}
+	return 0;
 }
 
 static int admit(struct engine *e)
 {
+	int err = resume(e);
+
+	if (err)
+		return err;
 	while (e->nrun < e->o->slots && e->wait_head < e->nwait && !e->preempted &&
-	       fits(e, e->waiting[e->wait_head])) {
-		int err = take_slot(e, e->waiting[e->wait_head], &e->run[e->nrun]);
+	       e->nswap == 0 && fits(e, req_prompt(e, e->waiting[e->wait_head]))) {
+		err = take_slot(e, e->waiting[e->wait_head], &e->run[e->nrun]);
 
 		if (err == -ENOMEM && e->nrun > 0)
 			return 0; /* wait for memory */
@@ -688,13 +721,38 @@ static int admit(struct engine *e)
 	return 0;
 }
 
-/* Give the youngest request's memory back; it starts over later. */
+/* Evict a preempted request's slot: DRAM first, NVMe when DRAM is full. */
+static bool swap_out(struct engine *e, struct req *rq)
+{
+	static const unsigned order[] = { VKV_TIER_DRAM, VKV_TIER_NVME };
+
+	if (!e->use_vkv || !e->o->evict || rq->ngen == 0)
+		return false; /* nothing computed yet: nothing to keep */
+	for (size_t i = 0; i < 2; i++) {
+		int err = vkv_evict(e->r, &rq->slot, 1, order[i], NULL);
+
+		if (!err) {
+			rq->tier = order[i];
+			e->evictions[order[i]]++;
+			e->swapped[e->nswap++] = *rq;
+			return true;
+		}
+		if (err != -ENOSPC)
+			break;
+	}
+	return false;
+}
+
+/* Give the youngest request's memory back: evicted to a lower tier, or
+ * freed to start over later. */
 static void preempt(struct engine *e)
 {
 	struct req *rq = &e->run[--e->nrun];
 
-	give_slot(e, rq->slot);
-	e->waiting[--e->wait_head] = rq->idx;
+	if (!swap_out(e, rq)) {
+		give_slot(e, rq->slot);
+		e->waiting[--e->wait_head] = rq->idx;
+	}
 	e->preemptions++;
 	e->preempted = true;
 }
@@ -854,7 +912,7 @@ static int serve_trace(struct engine *e, const char *what)
 	err = e->use_vkv ? make_holders(e) : 0;
 	if (!err)
 		err = admit(e);
-	while (!err && e->nrun) {
+	while (!err && (e->nrun || e->nswap)) {
 		err = iterate(e);
 		progress(e, what, false);
 	}
@@ -893,13 +951,14 @@ static int engine_alloc(struct engine *e, const struct serve_opts *o,
 	e->m = m;
 	e->t = t;
 	e->run = calloc(o->slots, sizeof(*e->run));
+	e->swapped = calloc(o->slots, sizeof(*e->swapped));
 	e->waiting = calloc(t->n, sizeof(*e->waiting));
 	e->step_slots = calloc(o->slots, sizeof(*e->step_slots));
 	e->step_lens = calloc(o->slots, sizeof(*e->step_lens));
 	e->free_slots = calloc(o->slots, sizeof(*e->free_slots));
 	e->kv.k = calloc(m->c.layers, sizeof(*e->kv.k));
 	e->kv.v = calloc(m->c.layers, sizeof(*e->kv.v));
-	if (!e->run || !e->waiting || !e->step_slots || !e->step_lens ||
+	if (!e->run || !e->swapped || !e->waiting || !e->step_slots || !e->step_lens ||
 	    !e->free_slots || !e->kv.k || !e->kv.v)
 		return -ENOMEM;
 	return alloc_outputs(e);
@@ -915,6 +974,13 @@ static int ctx_open(const struct serve_opts *o, uint64_t page_size, bool probe,
 	cc.backend = o->backend;
 	cc.page_size = page_size;
 	cc.budget = probe ? 0 : o->budget;
+	if (!probe && o->dram_budget) {
+		/* The DRAM tier is sized from the environment at creation. */
+		char v[32];
+
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)o->dram_budget);
+		setenv("VKV_DRAM_BUDGET", v, 1);
+	}
 	if (probe)
 		cc.flags |= VKV_CTX_NO_WORKER | VKV_CTX_NO_STATS;
 	err = vkv_ctx_create(&cc, ctx);
@@ -1041,6 +1107,7 @@ static void engine_free(struct engine *e)
 	}
 	free(e->out);
 	free(e->run);
+	free(e->swapped);
 	free(e->waiting);
 	free(e->step_slots);
 	free(e->step_lens);
@@ -1130,6 +1197,16 @@ static void report_json(const struct serve_opts *o, const struct engine *e,
 	bench_json_u64(&j, "pool_pages_free", info->pages_free);
 	bench_json_u64(&j, "shared_pages_peak", e->shared_peak);
 	bench_json_close(&j);
+	bench_json_object(&j, "tiers");
+	bench_json_str(&j, "preempt", o->evict ? "evict" : "recompute");
+	bench_json_u64(&j, "dram_budget", o->dram_budget);
+	for (unsigned t = VKV_TIER_DRAM; t <= VKV_TIER_NVME; t++) {
+		bench_json_object(&j, t == VKV_TIER_DRAM ? "dram" : "nvme");
+		bench_json_u64(&j, "evictions", e->evictions[t]);
+		bench_json_u64(&j, "restores", e->restores[t]);
+		bench_json_close(&j);
+	}
+	bench_json_close(&j);
 	bench_json_object(&j, "verify");
 	bench_json_bool(&j, "ran", v->ran);
 	if (v->ran) {
@@ -1178,6 +1255,12 @@ static void report_text(const struct serve_opts *o, const struct engine *e,
 	printf("  prefix      %llu system-prompt tokens shared, up to %llu pages mapped "
 	       "twice at once\n", (unsigned long long)e->prefix_tokens_shared,
 	       (unsigned long long)e->shared_peak);
+	printf("  tiers       preemption by %s: %llu evicted to DRAM, %llu to NVMe; "
+	       "%llu + %llu restored\n", o->evict ? "eviction" : "recompute",
+	       (unsigned long long)e->evictions[VKV_TIER_DRAM],
+	       (unsigned long long)e->evictions[VKV_TIER_NVME],
+	       (unsigned long long)e->restores[VKV_TIER_DRAM],
+	       (unsigned long long)e->restores[VKV_TIER_NVME]);
 	if (v->ran)
 		printf("  verify      %s: %llu tokens and %llu logits vs static buffers "
 		       "(%.2f s), %llu + %llu differ\n",
@@ -1199,10 +1282,13 @@ static void usage(FILE *f)
 		"         [--trace sharegpt|alpaca|FILE.csv] [--slots N] [--budget SIZE]\n"
 		"         [--page-size 4K|2M] [--max-context T] [--layers N]\n"
 		"         [--system-prompt T] [--share F] [--seed S] [--verify] [--json]\n"
+		"         [--preempt evict|recompute] [--dram-budget SIZE]\n"
 		"A small decoder (random weights) serving a trace from a vkv region:\n"
 		"continuous batching, prefix sharing of a T-token system prompt for a\n"
 		"fraction F of the requests. --verify runs it again on static buffers and\n"
-		"fails unless every token and logit is bit-identical.\n");
+		"fails unless every token and logit is bit-identical. Under --budget a\n"
+		"preempted request is evicted to DRAM (up to --dram-budget, default a\n"
+		"quarter of --budget), then NVMe (VKV_NVME_DIR), and restored later.\n");
 }
 
 static int parse(int argc, char **argv, struct serve_opts *o)
@@ -1220,6 +1306,8 @@ static int parse(int argc, char **argv, struct serve_opts *o)
 		{ "share", required_argument, NULL, 'F' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "verify", no_argument, NULL, 'v' },
+		{ "preempt", required_argument, NULL, 'E' },
+		{ "dram-budget", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -1236,6 +1324,7 @@ static int parse(int argc, char **argv, struct serve_opts *o)
 	o->backend = VKV_BACKEND_AUTO;
 	o->slots = 8;
 	o->sys_len = 32;
+	o->evict = true;
 	o->mc = (struct model_cfg){ .vocab = 256, .dim = 128, .q_heads = 4,
 				    .kv_heads = 2, .head_dim = 32, .layers = 2,
 				    .ffn = 256, .max_ctx = 1024 };
@@ -1271,6 +1360,11 @@ static int parse(int argc, char **argv, struct serve_opts *o)
 			break;
 		case 's': bad = bench_parse_u64(optarg, 0, UINT64_MAX, &o->tp.seed); break;
 		case 'v': o->verify = true; break;
+		case 'E':
+			bad = strcmp(optarg, "evict") && strcmp(optarg, "recompute");
+			o->evict = !strcmp(optarg, "evict");
+			break;
+		case 'D': bad = bench_parse_size(optarg, &o->dram_budget); break;
 		case 'j': o->json = true; break;
 		case 'h': usage(stdout); return -1;
 		default: return BENCH_USAGE;
@@ -1285,6 +1379,8 @@ static int parse(int argc, char **argv, struct serve_opts *o)
 		return bench_usage_error("serve", "--system-prompt leaves no room in "
 					 "--max-context");
 	o->tp.max_context = o->mc.max_ctx - o->sys_len;
+	if (!o->dram_budget)
+		o->dram_budget = o->budget / 4;
 	o->progress = isatty(STDERR_FILENO);
 	return 0;
 }
