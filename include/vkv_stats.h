@@ -64,7 +64,11 @@ struct vkv_stats_preload {
 	uint64_t ooms;           /* allocations refused by the limit */
 	uint64_t limit_bytes;    /* VKV_PRELOAD_LIMIT, 0 = none */
 	uint64_t passthrough;    /* calls forwarded untouched */
-	uint64_t reserved[4];
+	uint64_t pending_bytes;  /* freed on a stream, waiting for its work */
+	uint64_t idle_bytes;     /* mapped chunks holding no allocation */
+	uint64_t fragmentation_ppm; /* mapped bytes neither in use, pending
+				       nor idle, per million mapped */
+	uint64_t reserved[1];
 };
 
 struct vkv_stats_segment {

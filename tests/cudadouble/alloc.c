@@ -96,6 +96,22 @@ FA_API CUresult vkv_fakecuda_getproc_core(const char *symbol, void **pfn,
 					  int version, cuuint64_t flags,
 					  CUdriverProcAddressQueryResult *status);
 
+/* The shim's fork test forks while other threads call in here. */
+static void fa_fork_prepare(void)
+{
+	pthread_mutex_lock(&fa_lock);
+}
+
+static void fa_fork_release(void)
+{
+	pthread_mutex_unlock(&fa_lock);
+}
+
+__attribute__((constructor)) static void fa_init(void)
+{
+	pthread_atfork(fa_fork_prepare, fa_fork_release, fa_fork_release);
+}
+
 /* ---------------------------------------------------------------- devices */
 
 FA_API CUresult cuCtxGetDevice(CUdevice *dev)

@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: MIT
+# preload: libvkv_preload.so, the LD_PRELOAD shim that serves an unmodified
+# program's CUDA allocations from vkv arenas (runtime/preload/), and its
+# tests against the CUDA driver test double (tests/preload/).
+#
+# The arena allocator (runtime/preload/arena.c) knows nothing of CUDA and
+# is part of libvkv, so that `vkvbench preload` can replay traces on it.
+# The shim links it and the few other libvkv objects it needs (options,
+# errors, stats) statically, with hidden visibility; its version script
+# exports the interposed entry points and nothing else. It never links a
+# CUDA library: the driver is found at run time.
+#
+#   make preload                the shim, $(BUILD)/lib/libvkv_preload.so
+#   make check-preload          its tests (part of `make check`)
+
+LIB_SRCS += runtime/preload/arena.c
+
+ifeq ($(HAVE_CUDA_H),1)
+
+PRELOAD_SO := $(BUILD)/lib/libvkv_preload.so
+PRELOAD_SRCS := runtime/preload/preload.c runtime/preload/real.c \
+	runtime/preload/interpose.c runtime/preload/serve.c
+PRELOAD_OBJS := $(PRELOAD_SRCS:%.c=$(BUILD)/obj/%.o)
+PRELOAD_VKV_OBJS := $(addprefix $(BUILD)/obj/runtime/,preload/arena.o \
+	options.o error.o stats.o)
+
+$(PRELOAD_OBJS): CFLAGS += -fvisibility=hidden -Iruntime/preload
+
+$(PRELOAD_SO): $(PRELOAD_OBJS) $(PRELOAD_VKV_OBJS) runtime/preload/preload.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,--version-script=runtime/preload/preload.map \
+		-Wl,-Bsymbolic -Wl,-z,defs -Wl,-soname,libvkv_preload.so \
+		-o $@ $(PRELOAD_OBJS) $(PRELOAD_VKV_OBJS) $(LDFLAGS) -ldl -pthread
+
+PRELOAD_TEST := $(BUILD)/tests/preload/preload_test
+
+$(PRELOAD_TEST): tests/preload/preload_test.c tests/cudadouble/fakecuda_alloc.h \
+		tests/cudadouble/fakecuda.h $(CUDADOUBLE)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/cudadouble -o $@ $< $(LDFLAGS) \
+		-L$(CUDADOUBLE_DIR) -l:libcuda.so.1 -ldl -pthread
+
+.PHONY: preload check-preload
+preload: $(PRELOAD_SO)
+ALL_TARGETS += $(PRELOAD_SO) $(PRELOAD_TEST)
+
+check-preload: $(PRELOAD_SO) $(PRELOAD_TEST) $(CUDADOUBLE)
+	BUILD=$(BUILD) SAN=$(SAN) tests/preload/run.sh
+
+CHECK_TARGETS += check-preload
+
+endif
