@@ -79,7 +79,7 @@ print("committed", p["committed_bytes"], "comm", p["comm"])
 ' "$pid" || fail "JSON content"
 	ok "--json reports pid $pid with committed > 0"
 	prom=$("$VKVSTAT" --prometheus) || fail "--prometheus exit status"
-	printf '%s\n' "$prom" | grep -Eq "^vkv_memory_committed_bytes\{pid=\"$pid\",comm=\"[^\"]*\",tier=\"device\"\} [1-9][0-9]*$" ||
+	grep -Eq "^vkv_memory_committed_bytes\{pid=\"$pid\",comm=\"[^\"]*\",tier=\"device\"\} [1-9][0-9]*$" <<<"$prom" ||
 		fail "no vkv_memory_committed_bytes sample > 0 for pid $pid"
 	if command -v promtool >/dev/null; then
 		printf '%s\n' "$prom" | promtool check metrics || fail "promtool check metrics"

@@ -27,7 +27,7 @@ check_json_and_prometheus "$WPID"
 "$VKVSTAT" >"$T/table" 2>"$T/table.err" || fail "table exit status"
 grep -Eq "^ *$WPID vkvstat_wo" "$T/table" || fail "table lacks the process: $(cat "$T/table")"
 grep -q $'\033' "$T/table" && fail "escape codes in output to a pipe"
-"$VKVSTAT" --color=always | grep -q $'\033\[1m' || fail "--color=always gives no colour"
+"$VKVSTAT" --color=always >"$T/out" && grep -q $'\033\[1m' "$T/out" || fail "--color=always gives no colour"
 awk 'length > 80 { exit 1 }' "$T/table" || fail "table wider than 80 columns"
 ok "table lists pid $WPID, plain text, fits 80 columns"
 
@@ -81,6 +81,26 @@ grep -q "removed .*vkv-stats.$DEAD" "$T/err" || fail "no diagnostic for the remo
 rm -f "$VKV_STATS_DIR/vkv-stats.$$"
 ok "bad segment ignored and kept, dead one removed, output still valid"
 
+# --- another user's segment: reported, not fatal -----------------------------
+AS_NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+chmod 755 "$T" "$VKV_STATS_DIR"
+if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null ||
+	! "${AS_NOBODY[@]}" "$VKVSTAT" --help >/dev/null 2>&1; then
+	echo "note: not root, no setpriv, or $VKVSTAT not reachable as nobody: permission case not tested here"
+else
+	"${AS_NOBODY[@]}" "$VKVSTAT" --json >"$T/json" 2>"$T/err" || fail "reading another user's segment must not fail"
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["processes"] == [], d["processes"]
+assert [s["state"] for s in d["skipped"]] == ["denied"], d["skipped"]
+' "$T/json" || fail "denied segment in JSON"
+	grep -q "1 segment in .* not readable (permission denied), owned by uid 0" "$T/err" ||
+		fail "no permission diagnostic: $(cat "$T/err")"
+	ok "a segment of another user is reported as denied, exit 0"
+fi
+chmod 700 "$T"
+
 # --- every table filled: a synthetic segment for a live pid (this shell) ---
 # Offsets of include/vkv_stats.h version 1 (fields are only ever appended).
 python3 - "$SEG" "$VKV_STATS_DIR/vkv-stats.$$" "$$" <<'PY'
@@ -111,7 +131,8 @@ awk 'length > 80 { exit 1 }' "$T/table" || fail "full table wider than 80 column
 if command -v promtool >/dev/null; then
 	"$VKVSTAT" --prometheus | promtool check metrics || fail "promtool, all tables filled"
 fi
-"$VKVSTAT" --prometheus | grep -qx "vkv_tier_errors_total{pid=\"$$\",comm=\"synthetic\",tier=\"nvme\"} 2" ||
+"$VKVSTAT" --prometheus >"$T/prom"
+grep -qx "vkv_tier_errors_total{pid=\"$$\",comm=\"synthetic\",tier=\"nvme\"} 2" "$T/prom" ||
 	fail "tier counter in Prometheus"
 rm -f "$VKV_STATS_DIR/vkv-stats.$$"
 ok "tier, preload and error columns from a synthetic segment"
@@ -135,7 +156,8 @@ assert k["counters"] == {"bytes": 1048576, "buffers": 3, "param_max_total": 0}, 
 assert sorted((n["node"], n["name"], n["value"]) for n in k["nodes"]) == \
     [(0, "bytes", 524288), (1, "bytes", 524288)], k
 ' || fail "kmod counters in JSON"
-VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" | grep -q "node1.bytes *512K" || fail "kmod counters in the table"
+VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" >"$T/out"
+grep -q "node1.bytes *512K" "$T/out" || fail "kmod counters in the table"
 VKVSTAT_SYSFS_ROOT=$FS "$VKVSTAT" --prometheus >"$T/prom"
 grep -qx 'vkv_kmod_node_bytes{node="1"} 524288' "$T/prom" || fail "kmod counters in Prometheus"
 if command -v promtool >/dev/null; then
@@ -156,7 +178,8 @@ assert g["devices"][0]["name"] == "Fake \"GPU\" 0", g
 assert g["devices"][0]["memory_total_bytes"] == 80 << 30
 assert d["processes"][0]["gpu_memory_bytes"] == 1 << 30, d["processes"]
 ' || fail "NVML in JSON"
-	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" | grep -Eq '^  0 Fake "GPU" 0 +used +3.00G of +80.0G, vkv processes +1.00G$' ||
+	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" >"$T/out"
+	grep -Eq '^  0 Fake "GPU" 0 +used +3.00G of +80.0G, vkv processes +1.00G$' "$T/out" ||
 		fail "NVML in the table: $(LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT")"
 	LD_LIBRARY_PATH=$FAKENVML "$VKVSTAT" --prometheus >"$T/prom"
 	grep -qx 'vkv_gpu_memory_used_bytes{gpu="0",uuid="GPU-fake-0",model_name="Fake \\"GPU\\" 0"} 3221225472' "$T/prom" ||

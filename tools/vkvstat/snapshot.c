@@ -47,17 +47,41 @@ void vkvstat_snapshot_error(const struct vkvstat_snapshot *s)
 		s->dir, strerror(-s->err));
 }
 
+/* Segments we may not read are normal on a shared machine: one line for
+ * all of them, naming their owners, rather than one per file. */
+static void warn_denied(const struct vkvstat_snapshot *s)
+{
+	size_t n = s->scan.count[VKVSTAT_SEG_DENIED];
+	unsigned uids[4], nuids = 0;
+
+	if (!n)
+		return;
+	for (size_t i = 0; i < s->scan.nprocs && nuids < 4; i++) {
+		const struct vkvstat_proc *p = &s->scan.procs[i];
+		bool seen = false;
+
+		if (p->state != VKVSTAT_SEG_DENIED)
+			continue;
+		for (unsigned j = 0; j < nuids; j++)
+			seen |= uids[j] == (unsigned)p->uid;
+		if (!seen)
+			uids[nuids++] = (unsigned)p->uid;
+	}
+	fprintf(stderr, "vkvstat: %zu segment%s in %s not readable (permission "
+		"denied), owned by uid", n, n == 1 ? "" : "s", s->dir);
+	for (unsigned j = 0; j < nuids && j < 3; j++)
+		fprintf(stderr, "%s %u", j ? "," : "", uids[j]);
+	fprintf(stderr, "%s; run as that user or root to see them\n",
+		nuids > 3 ? ", ..." : "");
+}
+
 void vkvstat_snapshot_warn(const struct vkvstat_snapshot *s)
 {
+	warn_denied(s);
 	for (size_t i = 0; i < s->scan.nprocs; i++) {
 		const struct vkvstat_proc *p = &s->scan.procs[i];
 
 		switch (p->state) {
-		case VKVSTAT_SEG_DENIED:
-			fprintf(stderr,
-				"vkvstat: %s/%s: %s; run as that user or root to see it\n",
-				s->dir, p->name, p->why);
-			break;
 		case VKVSTAT_SEG_BAD:
 		case VKVSTAT_SEG_BUSY:
 			fprintf(stderr, "vkvstat: %s/%s: ignored: %s\n", s->dir,
