@@ -13,7 +13,7 @@ BENCH=$BUILD/bin/vkvbench
 # Many requests, so that it is still serving while vkvstat looks; it is
 # stopped at the end.
 ARGS=(serve)
-"$BENCH" serve --help 2>&1 | grep -q -- "--requests" && ARGS+=(--requests 20000)
+grep -q -- "--requests" <<<"$("$BENCH" serve --help 2>&1)" && ARGS+=(--requests 20000)
 VKV_LOG=quiet "$BENCH" "${ARGS[@]}" >"$T/serve.out" 2>&1 &
 SPID=$!
 BG_PIDS+=("$SPID")
