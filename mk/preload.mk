@@ -12,8 +12,19 @@
 #
 #   make preload                the shim, $(BUILD)/lib/libvkv_preload.so
 #   make check-preload          its tests (part of `make check`)
+#   make check-preload-bench    vkvbench preload on a small trace (ditto)
 
 LIB_SRCS += runtime/preload/arena.c
+
+# The fragmentation benchmark on a small model (seconds, no GPU): the
+# arena must stay within its target on both traces.
+.PHONY: check-preload-bench
+check-preload-bench: $(BUILD)/bin/vkvbench
+	$(BUILD)/bin/vkvbench preload --json --layers 4 --hidden 512 \
+		--vocab 8000 --steps 6 > $(BUILD)/preload-bench.json
+	grep -q '"pass":true}$$' $(BUILD)/preload-bench.json
+
+CHECK_TARGETS += check-preload-bench
 
 ifeq ($(HAVE_CUDA_H),1)
 

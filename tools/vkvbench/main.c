@@ -28,6 +28,8 @@ static const struct bench_cmd cmds[] = {
 	  bench_attn },
 	{ "gather", "a slot's pages device <-> pinned host: one kernel vs a copy per range",
 	  bench_gather },
+	{ "preload", "the LD_PRELOAD shim's arena on a PyTorch-like trace: mapped vs live peak",
+	  bench_preload },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -40,6 +40,7 @@ int bench_serve(int argc, char **argv);
 int bench_tier(int argc, char **argv);
 int bench_attn(int argc, char **argv);
 int bench_gather(int argc, char **argv);
+int bench_preload(int argc, char **argv);
 
 /* ------------------------------------------------------------ JSON writer
  *
