@@ -32,3 +32,15 @@ CHECK_TARGETS += check-tier
 check-tier-demo: $(BUILD)/bin/vkvbench
 	tests/tier/test_tier_demo.sh $(BUILD)/bin/vkvbench $(TIER_TEST_DIR)
 CHECK_TARGETS += check-tier-demo
+
+# The suite on the cuda backend against the CUDA driver test double: the
+# staged NVMe path (no zero-copy), cuMemHostRegister'ed DRAM buffers, and a
+# granularity that is not 2 MiB.
+ifneq ($(CUDADOUBLE),)
+.PHONY: check-tier-cuda
+check-tier-cuda: $(TEST_TIER) $(CUDADOUBLE)
+	$(CUDA_TEST_ENV) VKV_BACKEND=cuda VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
+	$(CUDA_TEST_ENV) VKV_BACKEND=cuda VKV_FAKECUDA_GRANULARITY=64K \
+		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
+CHECK_TARGETS += check-tier-cuda
+endif

@@ -106,16 +106,26 @@ static void stat_error(unsigned tier)
 	vkv__stats_end();
 }
 
-static void stat_capacity(struct vkv_tier *t)
+/* Publish this context's share of the tiers' sizes (all contexts of the
+ * process add up in the segment); `on` false takes it back. */
+static void stat_capacity(struct vkv_tier *t, bool on)
 {
-	struct vkv_stats_segment *st = vkv__stats_begin();
+	struct vkv_stats_segment *st;
+	uint64_t dram = on ? t->dram.budget : 0, nvme = 0, file = 0;
 
-	st->tiers[VKV_TIER_DRAM].bytes_capacity = t->dram.budget;
-	if (t->nvme) {
-		st->tiers[VKV_TIER_NVME].bytes_capacity = vkv__nvme_budget(t->nvme);
-		st->tiers[VKV_TIER_NVME].file_bytes = vkv__nvme_file_bytes(t->nvme);
+	if (on && t->nvme) {
+		nvme = vkv__nvme_budget(t->nvme);
+		file = vkv__nvme_file_bytes(t->nvme);
 	}
+	st = vkv__stats_begin();
+	/* Unsigned wrap-around makes "+ new - old" right both ways. */
+	st->tiers[VKV_TIER_DRAM].bytes_capacity += dram - t->pub_dram_cap;
+	st->tiers[VKV_TIER_NVME].bytes_capacity += nvme - t->pub_nvme_cap;
+	st->tiers[VKV_TIER_NVME].file_bytes += file - t->pub_file;
 	vkv__stats_end();
+	t->pub_dram_cap = dram;
+	t->pub_nvme_cap = nvme;
+	t->pub_file = file;
 }
 
 /* -------------------------------------------------------- pointer maps */
@@ -189,7 +199,7 @@ static int store_alloc(struct vkv_tier *t, unsigned tier,
 			return vkv__set_error(-ENOMEM, "nvme tier: out of host memory");
 	}
 	err = vkv__nvme_alloc(t->nvme, e, n);
-	stat_capacity(t);
+	stat_capacity(t, true);
 	return err;
 }
 
@@ -1020,7 +1030,7 @@ int vkv__tier_ctx_init(struct vkv_ctx *ctx)
 		ctx->tier_demote = tier_demote;
 		ctx->tier_promote = tier_promote;
 	}
-	stat_capacity(t);
+	stat_capacity(t, true);
 	return 0;
 }
 
@@ -1036,6 +1046,7 @@ void vkv__tier_ctx_fini(struct vkv_ctx *ctx)
 	pthread_mutex_unlock(&ctx->lock);
 	if (t->thread_on)
 		pthread_join(t->thread, NULL);
+	stat_capacity(t, false);
 	if (t->nvme)
 		vkv__nvme_destroy(t->nvme);
 	vkv__dram_fini(&t->dram);

@@ -123,6 +123,8 @@ struct vkv_tier {
 	pthread_cond_t done;     /* an operation finished */
 	struct vkv_op *head, *tail;
 	uint32_t idle;           /* VKV_TIER_IDLE; read-only */
+	/* what this context added to the stats segment (ctx->lock) */
+	uint64_t pub_dram_cap, pub_nvme_cap, pub_file;
 };
 
 /* For tests: the context's NVMe file descriptor, -1 before it exists. */

@@ -678,6 +678,63 @@ START_TEST(no_auto_means_enomem)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ stats */
+
+START_TEST(stats_count_tier_traffic)
+{
+	char dir[] = "/tmp/vkv-tier-stats.XXXXXX", path[300];
+	struct vkv_stats_segment seg;
+	struct vkv_ctx_config cfg;
+	vkv_ctx *ctx = NULL;
+	vkv_region *r;
+	uint64_t n, bytes;
+	uint32_t a = 0, b = 1;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	setenv("VKV_STATS_DIR", dir, 1);
+	setenv("VKV_NVME_BUDGET", "1G", 1);
+	use_test_dir();
+	vkv_ctx_config_init(&cfg);
+	if (test_page())
+		cfg.page_size = test_page();
+	OK(vkv_ctx_create(&cfg, &ctx));
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 2);
+	n = tokens_for_pages(r, 2);
+	bytes = 2 * 2 * LAYERS * ctx_page(ctx);
+	OK(vkv_slot_alloc_at(r, a));
+	OK(vkv_slot_alloc_at(r, b));
+	fill(r, a, n, 1);
+	fill(r, b, n, 2);
+	OK(vkv_evict(r, &a, 1, VKV_TIER_DRAM, NULL));
+	OK(vkv_restore(r, &a, 1, NULL));
+	OK(vkv_evict(r, &b, 1, VKV_TIER_NVME, NULL));
+
+	snprintf(path, sizeof(path), "%s/vkv-stats.%d", dir, (int)getpid());
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fread(&seg, sizeof(seg), 1, f), 1);
+	fclose(f);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].evictions, 1);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].restores, 1);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].bytes_in, bytes);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].bytes_out, bytes);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].bytes_used, 0);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_DRAM].bytes_capacity, 4ULL << 30);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_NVME].evictions, 1);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_NVME].restores, 0);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_NVME].bytes_used, bytes);
+	ck_assert_uint_ge(seg.tiers[VKV_TIER_NVME].file_bytes, bytes);
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_NVME].bytes_capacity,
+			  (1ULL << 30) / ctx_page(ctx) * ctx_page(ctx));
+	ck_assert_uint_eq(seg.tiers[VKV_TIER_NVME].errors, 0);
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 /* ----------------------------------------------------------- concurrency */
 
 struct stepper {
@@ -808,6 +865,7 @@ static Suite *tier_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, auto_demotes_idle_and_promotes_on_step);
 	tcase_add_test(tc, no_auto_means_enomem);
+	tcase_add_test(tc, stats_count_tier_traffic);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("threads");
