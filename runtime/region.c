@@ -905,17 +905,20 @@ VKV_API int vkv_slot_share_prefix(vkv_region *r, uint32_t dst, uint32_t src,
 		goto unbusy;
 	/* dst's table points at src's pages for [0, full) so that map_range
 	 * maps them; its own old pages are kept aside to drop afterwards. */
-	memcpy(saved, d->pages, low * r->ntensors * sizeof(*saved));
+	if (low) /* d->pages may still be NULL: memcpy must not see it */
+		memcpy(saved, d->pages, low * r->ntensors * sizeof(*saved));
 	pthread_mutex_unlock(&ctx->lock);
 	if (d->has_fence)
 		ctx->backend.ops->fence_wait(&ctx->backend, d->fence);
 	err = vkv__slot_unmap_range(r, dst, 0, low);
 	if (!err) {
-		memcpy(d->pages, sr->pages, full * r->ntensors * sizeof(*saved));
+		if (full)
+			memcpy(d->pages, sr->pages, full * r->ntensors * sizeof(*saved));
 		err = vkv__slot_map_range(r, dst, 0, full);
 		if (err) {
 			/* dst lost its prefix: give back all it held. */
-			memcpy(d->pages, saved, low * r->ntensors * sizeof(*saved));
+			if (low)
+				memcpy(d->pages, saved, low * r->ntensors * sizeof(*saved));
 			vkv__slot_unmap_range(r, dst, low, old);
 		}
 	}
