@@ -78,6 +78,9 @@ static void warn_denied(const struct vkvstat_snapshot *s)
 void vkvstat_snapshot_warn(const struct vkvstat_snapshot *s)
 {
 	warn_denied(s);
+	if (s->scan.cleaned > 3)
+		fprintf(stderr, "vkvstat: removed %zu segments of processes that "
+			"have exited from %s\n", s->scan.cleaned, s->dir);
 	for (size_t i = 0; i < s->scan.nprocs; i++) {
 		const struct vkvstat_proc *p = &s->scan.procs[i];
 
@@ -88,7 +91,7 @@ void vkvstat_snapshot_warn(const struct vkvstat_snapshot *s)
 				p->name, p->why);
 			break;
 		case VKVSTAT_SEG_DEAD:
-			if (p->cleaned)
+			if (p->cleaned && s->scan.cleaned <= 3)
 				fprintf(stderr, "vkvstat: removed %s/%s: %s\n",
 					s->dir, p->name, p->why);
 			break;

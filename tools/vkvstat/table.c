@@ -237,13 +237,13 @@ void vkvstat_print_table(FILE *f, const struct vkvstat_snapshot *s,
 
 	localtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	fprintf(f, "%svkvstat %s%s  %s  %zu process%s", on(&o, VKVSTAT_BOLD),
-		VKVSTAT_VERSION, off(&o), when, s->nlive, s->nlive == 1 ? "" : "es");
+	fprintf(f, "%svkvstat %s%s  %s  %zu process%s in %.30s\n",
+		on(&o, VKVSTAT_BOLD), VKVSTAT_VERSION, off(&o), when, s->nlive,
+		s->nlive == 1 ? "" : "es", s->dir);
 	if (problems)
-		fprintf(f, ", %s%zu segment%s unreadable (see stderr)%s",
+		fprintf(f, "%s%zu segment%s not shown: unreadable (see stderr)%s\n",
 			on(&o, VKVSTAT_YELLOW), problems, problems == 1 ? "" : "s",
 			off(&o));
-	fprintf(f, "  in %.30s\n", s->dir);
 	device_table(&o, s, t);
 	tier_table(&o, s, t, VKV_TIER_DRAM);
 	tier_table(&o, s, t, VKV_TIER_NVME);
