@@ -186,15 +186,25 @@ static void add_swap(void *real, void *ours)
 		swaps[nswaps++] = (struct swap){ real, ours };
 }
 
-static void *getproc_answer(const char *name, cuuint64_t flags)
+static void *getproc_ask(const char *name, int version, cuuint64_t flags)
 {
 	CUdriverProcAddressQueryResult st;
 	void *p = NULL;
 
 	if (vkv__real.getproc_v2 &&
-	    vkv__real.getproc_v2(name, &p, CUDA_VERSION, flags, &st) == CUDA_SUCCESS)
+	    vkv__real.getproc_v2(name, &p, version, flags, &st) == CUDA_SUCCESS)
 		return p;
 	return NULL;
+}
+
+static void *getproc_answer(const char *name, cuuint64_t flags)
+{
+	return getproc_ask(name, CUDA_VERSION, flags);
+}
+
+static void *getproc_at(const char *name, int version)
+{
+	return getproc_ask(name, version, CU_GET_PROC_ADDRESS_DEFAULT);
 }
 
 static void build_swaps(void)
@@ -205,6 +215,9 @@ static void build_swaps(void)
 	add_swap(p, FN(cuGetProcAddress_v2));
 	memcpy(&p, &vkv__real.getproc_v1, sizeof(p));
 	add_swap(p, FN(vkv_preload_getproc_v1));
+	/* What the driver hands out for itself, in case it is not the symbol. */
+	add_swap(getproc_at("cuGetProcAddress", 12000), FN(cuGetProcAddress_v2));
+	add_swap(getproc_at("cuGetProcAddress", 11030), FN(vkv_preload_getproc_v1));
 	for (size_t i = 0; i < NSERVED; i++) {
 		const struct served *s = &served[i];
 		void *ptsz_ours = s->ours_ptsz ? s->ours_ptsz : s->ours;

@@ -729,6 +729,44 @@ CUresult vkv__serve_address_range(CUdeviceptr *base, size_t *size,
 	return PASS_CALL(mem_get_address_range, base, size, p);
 }
 
+/* ------------------------------------------------------------------ exit */
+
+/* With VKV_LOG=debug, one line on what the shim did (the GPU checks read
+ * it). Counters only: the driver may already be going away. */
+__attribute__((destructor)) static void summary(void)
+{
+	struct vkv_arena_counters sum;
+	unsigned n = 0;
+
+	memset(&sum, 0, sizeof(sum));
+	for (int i = 0; i < VKV_PRELOAD_MAX_DEVICES; i++) {
+		struct dev *d = &devs[i];
+
+		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != DEV_READY)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		sum.allocs += d->arena.c.allocs;
+		sum.frees += d->arena.c.frees;
+		sum.peak_requested += d->arena.c.peak_requested;
+		sum.peak_mapped += d->arena.c.peak_mapped;
+		sum.maps += d->arena.c.maps;
+		pthread_mutex_unlock(&d->lock);
+		n++;
+	}
+	if (n)
+		vkv__preload_log(1, "summary: %u device(s), %llu allocations served, "
+				 "%llu frees, peak in use %llu bytes, peak mapped %llu "
+				 "bytes, %llu chunk maps, %llu calls passed through, "
+				 "%llu out of memory",
+				 n, (unsigned long long)sum.allocs,
+				 (unsigned long long)sum.frees,
+				 (unsigned long long)sum.peak_requested,
+				 (unsigned long long)sum.peak_mapped,
+				 (unsigned long long)sum.maps,
+				 (unsigned long long)__atomic_load_n(&passthrough, __ATOMIC_RELAXED),
+				 (unsigned long long)__atomic_load_n(&ooms, __ATOMIC_RELAXED));
+}
+
 /* ------------------------------------------------------------------- fork */
 
 void vkv__serve_fork_prepare(void)

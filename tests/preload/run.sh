@@ -6,6 +6,8 @@
 # exits 1 if any failed, 77 if all were skipped.
 #
 #   BUILD=build tests/preload/run.sh [case...]
+#   PRELOAD_DRIVER=real ...      against the installed driver (a GPU), not
+#                                the double (tests/gpu/shim.sh does this)
 set -u
 cd "$(dirname "$0")/.."/..
 BUILD=${BUILD:-build}
@@ -24,6 +26,11 @@ for f in "$SHIM" "$TEST" "$DOUBLE/libcuda.so.1"; do
 	[ -e "$f" ] || { echo "preload tests: missing $f" >&2; exit 1; }
 done
 
+LIBPATH=$DOUBLE
+if [ "${PRELOAD_DRIVER:-double}" = real ]; then
+	LIBPATH=$(printf '%s' "${LD_LIBRARY_PATH:-}" | tr ':' '\n' | grep -v cudadouble | paste -sd: -)
+fi
+
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 pass=0 fail=0 skip=0
@@ -37,7 +44,7 @@ run() {
 	shift
 	local dir="$TMP/$name"
 	mkdir -p "$dir"
-	env LD_PRELOAD="$SHIM" LD_LIBRARY_PATH="$DOUBLE" VKV_STATS_DIR="$dir" \
+	env LD_PRELOAD="$SHIM" LD_LIBRARY_PATH="$LIBPATH" VKV_STATS_DIR="$dir" \
 		VKV_LOG=warn "${envs[@]}" timeout 120 "$TEST" "$@" \
 		>"$dir/out" 2>"$dir/err"
 	local rc=$?
