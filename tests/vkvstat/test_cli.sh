@@ -203,10 +203,12 @@ ok "top --once / -n"
 if command -v tmux >/dev/null; then
 	TMUX_SOCK=$T/tmux.sock
 	tm() { tmux -S "$TMUX_SOCK" "$@"; }
-	tm new-session -d -x 80 -y 24 -s vkvtop \
-		"env VKV_STATS_DIR='$VKV_STATS_DIR' TERM=xterm $VKVSTAT top -d 0.2; echo exit=\$? >'$T/top.rc'; sleep 5" ||
+	# an interactive shell with job control, as a user would have
+	tm new-session -d -x 80 -y 24 -s vkvtop "env PS1='$ ' bash --norc --noprofile -i" ||
 		fail "tmux new-session"
 	tm pipe-pane -o -t vkvtop "cat >>'$T/raw'"
+	tm send-keys -t vkvtop -l "TERM=xterm $VKVSTAT top -d 0.2"
+	tm send-keys -t vkvtop Enter
 	screen_has() { # $1 regex, $2 tries
 		local i
 		for ((i = 0; i < ${2:-50}; i++)); do
@@ -233,15 +235,34 @@ assert b"\x1b[K" in raw and b"\x1b[J" in raw
 PY
 	tm send-keys -t vkvtop s
 	screen_has "sort inuse" || fail "key s did not change the sort: $(cat "$T/screen")"
+	# ^Z gives the terminal back to the shell; fg gives it to top again
+	TOP_PID=$(pgrep -P "$(tm display -p -t vkvtop '#{pane_pid}')" -x vkvstat)
+	[ -n "$TOP_PID" ] || fail "cannot find top's pid"
+	tm send-keys -t vkvtop C-z
+	for ((i = 0; i < 50; i++)); do
+		[ "$(ps -o stat= -p "$TOP_PID" | cut -c1)" = T ] && break
+		sleep 0.1
+	done
+	[ "$(ps -o stat= -p "$TOP_PID" | cut -c1)" = T ] || fail "top did not stop on ^Z"
+	screen_has "Stopped" || fail "the shell did not get the terminal back: $(cat "$T/screen")"
+	grep -Eq "^vkvstat top +[0-9]{2}:" "$T/screen" && fail "top kept the alternate screen while stopped"
+	tm send-keys -t vkvtop fg Enter
+	screen_has "^vkvstat top .* sort inuse" || fail "top did not come back on fg: $(cat "$T/screen")"
 	tm send-keys -t vkvtop q
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$TOP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tm send-keys -t vkvtop -l "echo exit=\$? >$T/top.rc"
+	tm send-keys -t vkvtop Enter
 	for ((i = 0; i < 50; i++)); do
 		[ -s "$T/top.rc" ] && break
 		sleep 0.1
 	done
 	grep -qx "exit=0" "$T/top.rc" 2>/dev/null || fail "top did not quit on q with status 0"
 	tm capture-pane -p -t vkvtop >"$T/screen"
-	grep -q "vkvstat top" "$T/screen" && fail "alternate screen not left on q"
-	ok "top in tmux: screen, redraw without clearing, sort key, q quits and restores the screen"
+	grep -Eq "^vkvstat top +[0-9]{2}:" "$T/screen" && fail "alternate screen not left on q"
+	ok "top in tmux: screen, redraw without clearing, sort key, ^Z/fg, q quits and restores the screen"
 
 	# colour on a terminal, unless NO_COLOR is set
 	tm new-session -d -x 80 -y 24 -s colour "$VKVSTAT; sleep 5"

@@ -8,7 +8,7 @@
  * nothing flickers, and nothing but ASCII and a handful of ANSI codes is
  * sent, so it works in a plain 80x24 terminal over ssh. The alternate
  * screen keeps the user's scrollback intact; the terminal is restored on
- * q, Ctrl-C, SIGTERM and SIGHUP.
+ * q, Ctrl-C, SIGTERM and SIGHUP, and given back while suspended (^Z).
  *
  * Rates (evictions and restores per second, GB/s moved between tiers) are
  * differences between two snapshots, so the first screen shows none.
@@ -60,7 +60,7 @@ struct prev {
 	uint64_t ev, rs, bytes;
 };
 
-static volatile sig_atomic_t got_stop, got_winch;
+static volatile sig_atomic_t got_stop, got_winch, got_tstp;
 
 static void on_stop(int sig)
 {
@@ -72,6 +72,56 @@ static void on_winch(int sig)
 {
 	(void)sig;
 	got_winch = 1;
+}
+
+static void on_tstp(int sig)
+{
+	(void)sig;
+	got_tstp = 1;
+}
+
+/* The terminal as top found it, and whether top changed it. */
+struct term {
+	bool live;      /* stdout is a terminal and screens are redrawn */
+	bool have_tty;  /* stdin is a terminal in raw mode: keys are read */
+	struct termios saved;
+};
+
+/* Raw keys (no echo, no line buffering; ^C still signals), alternate
+ * screen, hidden cursor. */
+static void term_enter(struct term *t)
+{
+	if (t->have_tty) {
+		struct termios raw = t->saved;
+
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_cc[VMIN] = 1;
+		raw.c_cc[VTIME] = 0;
+		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+	}
+	if (t->live)
+		fputs("\033[?1049h\033[?25l\033[H\033[2J", stdout);
+	fflush(stdout);
+}
+
+static void term_leave(const struct term *t)
+{
+	if (t->live)
+		fputs("\033[?25h\033[?1049l", stdout);
+	fflush(stdout);
+	if (t->have_tty)
+		tcsetattr(STDIN_FILENO, TCSANOW, &t->saved);
+}
+
+/* ^Z: give the terminal back, stop, and take it again on fg. */
+static void suspend(struct term *t)
+{
+	term_leave(t);
+	signal(SIGTSTP, SIG_DFL);
+	raise(SIGTSTP);
+	signal(SIGTSTP, on_tstp);
+	got_tstp = 0;
+	term_enter(t);
 }
 
 static void add(struct screen *s, enum style st, const char *fmt, ...)
@@ -389,11 +439,9 @@ static double mono_s(void)
 
 int vkvstat_top(const struct vkvstat_top_opts *o)
 {
-	bool live = isatty(STDOUT_FILENO) && o->frames == 0;
-	bool have_tty = live && isatty(STDIN_FILENO);
+	struct term t = { .live = isatty(STDOUT_FILENO) && o->frames == 0 };
 	bool color = vkvstat_use_color(stdout, o->color);
 	struct screen *sc = calloc(1, sizeof(*sc));
-	struct termios saved, raw;
 	struct vkvstat_snapshot failed = { 0 };
 	struct prev *prev = NULL;
 	size_t nprev = 0;
@@ -409,17 +457,11 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 	signal(SIGTERM, on_stop);
 	signal(SIGHUP, on_stop);
 	signal(SIGWINCH, on_winch);
-	if (have_tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
-		raw = saved;
-		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
-		raw.c_cc[VMIN] = 1;
-		raw.c_cc[VTIME] = 0;
-		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
-	} else {
-		have_tty = false;
-	}
-	if (live)
-		fputs("\033[?1049h\033[?25l\033[H\033[2J", stdout);
+	t.have_tty = t.live && isatty(STDIN_FILENO) &&
+		     tcgetattr(STDIN_FILENO, &t.saved) == 0;
+	if (t.have_tty)
+		signal(SIGTSTP, on_tstp);
+	term_enter(&t);
 	while (!quit && !got_stop) {
 		struct vkvstat_snapshot s;
 		struct row *rows;
@@ -440,10 +482,10 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 		n = rows_of(&s, rows, &prev, &nprev, last ? now - last : 0);
 		last = now;
 		qsort(rows, n, sizeof(*rows), cmp_row);
-		term_size(sc, live);
+		term_size(sc, t.live);
 		sc->n = 0;
 		build(sc, &s, rows, n, o, interval);
-		draw(stdout, sc, live, color);
+		draw(stdout, sc, t.live, color);
 		free(rows);
 		vkvstat_snapshot_free(&s);
 		if (o->frames && ++frame >= o->frames)
@@ -453,21 +495,19 @@ int vkvstat_top(const struct vkvstat_top_opts *o)
 			double left = end - mono_s();
 			int key;
 
-			if (left <= 0 || got_winch)
+			if (left <= 0 || got_winch || got_tstp)
 				break;
-			key = wait_key(left, have_tty);
+			key = wait_key(left, t.have_tty);
 			if (key) {
 				handle_key(key, &interval, &quit);
 				break;
 			}
 		}
+		if (got_tstp)
+			suspend(&t);
 		got_winch = 0;
 	}
-	if (live)
-		fputs("\033[?25h\033[?1049l", stdout);
-	fflush(stdout);
-	if (have_tty)
-		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	term_leave(&t);
 	if (failed.err) { /* said only now: the alternate screen is gone */
 		vkvstat_snapshot_error(&failed);
 		vkvstat_snapshot_free(&failed);
