@@ -13,6 +13,8 @@
 #   make preload                the shim, $(BUILD)/lib/libvkv_preload.so
 #   make check-preload          its tests (part of `make check`)
 #   make check-preload-bench    vkvbench preload on a small trace (ditto)
+#   make check-arena            the arena allocator's Check suite (ditto;
+#                               also under SAN= and `make valgrind`)
 
 LIB_SRCS += runtime/preload/arena.c
 
@@ -25,6 +27,24 @@ check-preload-bench: $(BUILD)/bin/vkvbench
 	grep -q '"pass":true}$$' $(BUILD)/preload-bench.json
 
 CHECK_TARGETS += check-preload-bench
+
+# The arena allocator alone, with a test double for the mapping calls:
+# plain, sanitizers, valgrind.
+TEST_ARENA := $(BUILD)/tests/preload/test_arena
+
+$(TEST_ARENA): tests/preload/test_arena.c $(BUILD)/obj/runtime/preload/arena.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $^ $(LDFLAGS) $(CHECK_LIBS)
+
+.PHONY: check-arena valgrind-arena
+check-arena: $(TEST_ARENA)
+	$(TEST_ARENA)
+valgrind-arena: $(TEST_ARENA)
+	CK_FORK=no $(VALGRIND) $(TEST_ARENA)
+
+ALL_TARGETS += $(TEST_ARENA)
+CHECK_TARGETS += check-arena
+valgrind: valgrind-arena
 
 ifeq ($(HAVE_CUDA_H),1)
 

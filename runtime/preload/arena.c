@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -883,4 +884,119 @@ void vkv__arena_fini(struct vkv_arena *a)
 void vkv__arena_abandon(struct vkv_arena *a)
 {
 	free_records(a);
+}
+
+/* ------------------------------------------------------------ invariants */
+
+#define BAD(...) (snprintf(why, len, __VA_ARGS__), -EFAULT)
+
+static int check_heap(const struct vkv_arena *a, unsigned h, uint32_t *refs,
+		      uint64_t *sums, char *why, size_t len)
+{
+	const struct vkv_arena_heap *hp = &a->heaps[h];
+	const struct vkv_arena_block *b, *prev = NULL;
+	uint64_t at = hp->lo, nfree = 0, nbinned = 0;
+
+	for (b = hp->first; b; prev = b, b = b->next) {
+		if (b->addr != at || b->prev != prev || b->heap != h)
+			return BAD("heap %u: block at 0x%llx breaks the tiling", h,
+				   (unsigned long long)b->addr);
+		if (!b->size || b->size % VKV_ARENA_ALIGN)
+			return BAD("block at 0x%llx: size %llu", (unsigned long long)b->addr,
+				   (unsigned long long)b->size);
+		at += b->size;
+		if (b->state == B_FREE) {
+			nfree++;
+			if (prev && prev->state == B_FREE)
+				return BAD("free neighbours at 0x%llx not coalesced",
+					   (unsigned long long)b->addr);
+			if (b->bin != bin_of(b->size))
+				return BAD("free block at 0x%llx in the wrong bin",
+					   (unsigned long long)b->addr);
+			continue;
+		}
+		sums[b->state] += b->size;
+		if (b->state == B_USED && hash_find(a, b->addr) != b)
+			return BAD("used block at 0x%llx not in the hash",
+				   (unsigned long long)b->addr);
+		if (b->state == B_PENDING && (!b->fence || !b->fence->refs))
+			return BAD("pending block at 0x%llx without a fence",
+				   (unsigned long long)b->addr);
+		for (uint64_t c = chunk_of(a, b->addr); c <= chunk_of(a, at - 1); c++)
+			refs[c]++;
+	}
+	if (at != hp->hi)
+		return BAD("heap %u ends at 0x%llx, not 0x%llx", h,
+			   (unsigned long long)at, (unsigned long long)hp->hi);
+	for (unsigned i = 0; i < VKV_ARENA_BINS; i++) {
+		bool set = hp->binmap[i / 64] & (1ULL << (i % 64));
+
+		if (set != (hp->bins[i] != NULL))
+			return BAD("heap %u: bitmap and bin %u disagree", h, i);
+		for (b = hp->bins[i]; b; b = b->lnext)
+			nbinned++;
+	}
+	if (nbinned != nfree)
+		return BAD("heap %u: %llu free blocks, %llu in bins", h,
+			   (unsigned long long)nfree, (unsigned long long)nbinned);
+	return 0;
+}
+
+static int check_chunks(const struct vkv_arena *a, const uint32_t *refs,
+			char *why, size_t len)
+{
+	uint64_t mapped = 0, idle = 0, n = 0;
+
+	for (uint64_t c = 0; c < a->nchunks; c++) {
+		bool m = a->cstate[c] & C_MAPPED, i = a->cstate[c] & C_IDLE;
+
+		if (refs[c] != a->refs[c])
+			return BAD("chunk %llu: %u references recorded, %u real",
+				   (unsigned long long)c, a->refs[c], refs[c]);
+		if ((refs[c] && !m) || (i != (m && !refs[c])))
+			return BAD("chunk %llu: state %#x with %u references",
+				   (unsigned long long)c, a->cstate[c], refs[c]);
+		mapped += m;
+	}
+	for (uint32_t c = a->idle_head; c; c = a->inext[c - 1]) {
+		if (!(a->cstate[c - 1] & C_IDLE) || ++n > a->nchunks)
+			return BAD("idle list broken at chunk %u", c - 1);
+		idle++;
+	}
+	if (mapped * a->chunk != a->c.mapped || mapped != a->c.chunks ||
+	    idle * a->chunk != a->c.idle)
+		return BAD("counters: mapped %llu chunks %llu idle %llu; real %llu, %llu",
+			   (unsigned long long)a->c.mapped, (unsigned long long)a->c.chunks,
+			   (unsigned long long)a->c.idle, (unsigned long long)mapped,
+			   (unsigned long long)idle);
+	return 0;
+}
+
+int vkv__arena_check(const struct vkv_arena *a, char *why, size_t len)
+{
+	uint64_t sums[3] = { 0, 0, 0 }, npend = 0;
+	size_t bytes = (size_t)a->nchunks * sizeof(uint32_t);
+	uint32_t *refs = sys_map(bytes);
+	const struct vkv_arena_block *b;
+	int err;
+
+	if (!refs)
+		return BAD("no memory for the check");
+	err = check_heap(a, 0, refs, sums, why, len);
+	if (!err)
+		err = check_heap(a, 1, refs, sums, why, len);
+	if (!err)
+		err = check_chunks(a, refs, why, len);
+	munmap(refs, bytes);
+	if (err)
+		return err;
+	for (b = a->pend_head; b; b = b->lnext)
+		if (b->state != B_PENDING || ++npend > a->hash_n + a->nchunks * 64)
+			return BAD("pending list broken");
+	if (sums[B_USED] != a->c.in_use || sums[B_PENDING] != a->c.pending)
+		return BAD("counters: in use %llu pending %llu; real %llu, %llu",
+			   (unsigned long long)a->c.in_use, (unsigned long long)a->c.pending,
+			   (unsigned long long)sums[B_USED],
+			   (unsigned long long)sums[B_PENDING]);
+	return 0;
 }

@@ -38,6 +38,7 @@
 #define VKV_PRELOAD_ARENA_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* How chunks get memory and how fences are asked. All called with the
@@ -173,5 +174,12 @@ uint64_t vkv__arena_trim(struct vkv_arena *a, uint64_t keep);
 /* Largest free run of mapped memory (what an allocation could get without
  * mapping more). A walk over blocks and chunks: for stats, not hot paths. */
 uint64_t vkv__arena_largest_free(const struct vkv_arena *a);
+
+/*
+ * Verify every invariant of arena.c (block tiling, bins, coalescing, chunk
+ * references and mapping states, idle list, counters). 0, or -EFAULT with
+ * the first broken one described in why. O(blocks + chunks): for tests.
+ */
+int vkv__arena_check(const struct vkv_arena *a, char *why, size_t len);
 
 #endif /* VKV_PRELOAD_ARENA_H */
