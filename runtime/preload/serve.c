@@ -312,9 +312,9 @@ static void dev_open(struct dev *d, CUdevice ordinal)
 	__atomic_store_n(&d->state, DEV_READY, __ATOMIC_RELEASE);
 }
 
-/* The arena of the current context's device, opened on first use; NULL
- * when there is no context or the device cannot have one. */
-static struct dev *current_dev(void)
+/* The arena of the current context's device, opened on first use when
+ * `open`; NULL when there is no context or the device has none. */
+static struct dev *current_dev(bool open)
 {
 	CUdevice ord;
 	struct dev *d;
@@ -326,7 +326,7 @@ static struct dev *current_dev(void)
 		return NULL;
 	d = &devs[ord];
 	state = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
-	if (state == DEV_UNTRIED) {
+	if (state == DEV_UNTRIED && open) {
 		pthread_mutex_lock(&d->lock);
 		if (d->state == DEV_UNTRIED)
 			dev_open(d, ord);
@@ -399,7 +399,7 @@ static int arena_alloc(struct dev *d, uint64_t bytes, uint64_t key,
 static bool serve_alloc(CUdeviceptr *dptr, uint64_t bytes, uint64_t key,
 			CUresult *res)
 {
-	struct dev *d = current_dev();
+	struct dev *d = current_dev(true);
 	uint64_t addr = 0;
 	int err;
 
@@ -433,13 +433,24 @@ static bool serve_alloc(CUdeviceptr *dptr, uint64_t bytes, uint64_t key,
 	}
 }
 
-/* The stream a call really uses, and the arena's key for it: the legacy
- * stream has two names, and a _ptsz call's 0 is the per-thread stream. */
+/* The stream a call really uses: the legacy stream has two names, and a
+ * _ptsz call's 0 is the per-thread stream. */
 static CUstream real_stream(CUstream s, bool ptsz)
 {
 	if (!s)
 		return ptsz ? CU_STREAM_PER_THREAD : NULL;
 	return s == CU_STREAM_LEGACY ? NULL : s;
+}
+
+/* The arena's name for a stream: its handle, except that every thread's
+ * per-thread stream is a different stream under one handle. */
+static __thread char per_thread_stream __attribute__((tls_model("initial-exec")));
+
+static uint64_t stream_key(CUstream s)
+{
+	if (s == CU_STREAM_PER_THREAD)
+		return (uint64_t)(uintptr_t)&per_thread_stream;
+	return (uint64_t)(uintptr_t)s;
 }
 
 #define PASS_CALL(fn, ...)                                                    \
@@ -468,8 +479,9 @@ CUresult vkv__serve_alloc_pitch(CUdeviceptr *dptr, size_t *pitch, size_t width,
 	CUresult res = CUDA_SUCCESS;
 
 	if (vkv__preload_enter()) {
-		size_t p = (width + PITCH_ALIGN - 1) / PITCH_ALIGN * PITCH_ALIGN;
-		bool done = dptr && pitch && width && height &&
+		size_t p = width <= SIZE_MAX - PITCH_ALIGN ?
+			(width + PITCH_ALIGN - 1) / PITCH_ALIGN * PITCH_ALIGN : 0;
+		bool done = dptr && pitch && p && height &&
 			    (elem == 4 || elem == 8 || elem == 16) &&
 			    p <= SIZE_MAX / height && !capturing(CU_STREAM_LEGACY) &&
 			    serve_alloc(dptr, (uint64_t)p * height,
@@ -491,7 +503,7 @@ static bool serve_alloc_async(CUdeviceptr *dptr, size_t bytes, CUstream s,
 {
 	if (!dptr || !bytes || capturing(s))
 		return false;
-	return serve_alloc(dptr, bytes, (uint64_t)(uintptr_t)s, res);
+	return serve_alloc(dptr, bytes, stream_key(s), res);
 }
 
 CUresult vkv__serve_alloc_async(CUdeviceptr *dptr, size_t bytes, CUstream s)
@@ -593,7 +605,7 @@ static int free_ordered(struct dev *d, CUdeviceptr p, CUstream s)
 	CUevent ev = event_get(d);
 
 	if (ev && vkv__real.event_record(ev, s) == CUDA_SUCCESS)
-		return vkv__arena_free_async(&d->arena, p, (uint64_t)(uintptr_t)s,
+		return vkv__arena_free_async(&d->arena, p, stream_key(s),
 					     (uint64_t)(uintptr_t)ev);
 	/* No event to be had (another context's stream?): wait instead. */
 	if (ev)
@@ -665,7 +677,7 @@ static uint64_t idle_of(struct dev *d)
 
 static void adjust_info(size_t *free_bytes, size_t *total)
 {
-	struct dev *cur = current_dev();
+	struct dev *cur = current_dev(false);
 	uint64_t f = *free_bytes, idle_all = 0, used, room;
 
 	for (int i = 0; i < VKV_PRELOAD_MAX_DEVICES; i++) {

@@ -666,6 +666,18 @@ static void t_capture(void)
 	CU(cuStreamDestroy(s));
 }
 
+static alloc_async_fn ptsz_alloc;
+static CUdeviceptr ptsz_got;
+
+/* Another thread's per-thread default stream is another stream. */
+static void *ptsz_other_thread(void *arg)
+{
+	(void)arg;
+	CU(cuCtxSetCurrent(ctx));
+	CU(ptsz_alloc(&ptsz_got, 3 * MiB, NULL));
+	return NULL;
+}
+
 /* Stream-ordered reuse: a block freed on a stream is reused at once on
  * that stream, by others only once the stream's work is done. */
 static void t_async(void)
@@ -714,7 +726,21 @@ static void t_async(void)
 	free_ptsz = (free_async_fn)shim_sym("cuMemFreeAsync_ptsz");
 	CU(alloc_ptsz(&p1, 3 * MiB, NULL));
 	fill(p1, 3 * MiB, 7);
+	set_busy(1);
 	CU(free_ptsz(p1, NULL));
+	CU(alloc_ptsz(&p2, 3 * MiB, NULL));
+	CHECK(p2 == p1, "(this thread's stream: at once)");
+	CU(free_ptsz(p2, NULL));
+	{
+		pthread_t th;
+
+		ptsz_alloc = alloc_ptsz;
+		CHECK(pthread_create(&th, NULL, ptsz_other_thread, NULL) == 0);
+		pthread_join(th, NULL);
+		CHECK(ptsz_got != p1, "(another thread's per-thread stream must wait)");
+	}
+	set_busy(0);
+	CU(free_ptsz(ptsz_got, NULL));
 	CU(cuStreamSynchronize(s1));
 	CHECK(shim_stats().in_use_bytes == 0);
 	CU(cuStreamDestroy(s1));
