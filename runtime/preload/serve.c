@@ -744,19 +744,23 @@ CUresult vkv__serve_address_range(CUdeviceptr *base, size_t *size,
 /* ------------------------------------------------------------------ exit */
 
 /* With VKV_LOG=debug, one line on what the shim did (the GPU checks read
- * it). Counters only: the driver may already be going away. */
+ * it). Counters only: the driver may already be going away; and a device
+ * whose lock another thread holds at exit is left out rather than waited
+ * for. */
 __attribute__((destructor)) static void summary(void)
 {
 	struct vkv_arena_counters sum;
 	unsigned n = 0;
 
+	if (vkv__opt_enum(VKV_OPT_LOG) < 2)
+		return;
 	memset(&sum, 0, sizeof(sum));
 	for (int i = 0; i < VKV_PRELOAD_MAX_DEVICES; i++) {
 		struct dev *d = &devs[i];
 
-		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != DEV_READY)
+		if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != DEV_READY ||
+		    pthread_mutex_trylock(&d->lock))
 			continue;
-		pthread_mutex_lock(&d->lock);
 		sum.allocs += d->arena.c.allocs;
 		sum.frees += d->arena.c.frees;
 		sum.peak_requested += d->arena.c.peak_requested;
