@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: MIT
-"""shim_torch.py - a small PyTorch workload for tests/gpu/shim.sh.
+"""torch_workload.py - a small PyTorch workload for tests/gpu/shim_torch.sh.
 
 Run once without and once under LD_PRELOAD=libvkv_preload.so: it does
 matrix products of several sizes and a few training steps of a small MLP,
 deterministically, and prints one JSON object with what it computed (sums
-in float64, in a fixed order) and the memory PyTorch saw. shim.sh compares
+in float64, in a fixed order) and the memory PyTorch saw. shim_torch.sh compares
 the results of the runs: they must be identical.
 
 Exit status 77 when torch or a CUDA device is missing.

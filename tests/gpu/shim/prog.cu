@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * shim_prog.cu - an ordinary CUDA runtime API program for tests/gpu/shim.sh.
+ * prog.cu - an ordinary CUDA runtime API program for tests/gpu/shim.sh.
  *
  * It knows nothing of vkv: cudaMalloc/cudaFree of many sizes, a pitched
  * and a managed allocation, stream-ordered cudaMallocAsync/cudaFreeAsync,
