@@ -4,8 +4,13 @@
  * checksum of the NVMe tier's extents.
  *
  * x86-64 CPUs since Nehalem have it as an instruction (SSE4.2 crc32, eight
- * bytes at a time): several GB/s on one core, more than an NVMe queue
- * delivers. Elsewhere a byte-at-a-time table is the fallback (~0.5 GB/s).
+ * bytes at a time). The instruction has a latency of three cycles and a
+ * throughput of one per cycle, so a long buffer is cut in three parts
+ * whose CRCs are computed in one loop (three independent chains) and then
+ * combined: CRC(A B) = CRC(A) * x^(8|B|) + CRC(B) in GF(2)[x] modulo the
+ * polynomial. That triples the speed, which matters because the NVMe tier
+ * checksums every byte it moves. Elsewhere a byte-at-a-time table is the
+ * fallback (~0.5 GB/s).
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,9 +46,44 @@ uint32_t vkv__crc32c_sw(uint32_t crc, const void *buf, size_t len)
 	return ~crc;
 }
 
+/* a * b modulo the polynomial, both as reflected polynomials (bit 31 is
+ * x^0). */
+static uint32_t mul_mod(uint32_t a, uint32_t b)
+{
+	uint32_t prod = 0;
+
+	for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+		if (a & bit)
+			prod ^= b;
+		b = (b >> 1) ^ (CRC32C_POLY & (0u - (b & 1)));
+	}
+	return prod;
+}
+
+/* x^(8 * n) modulo the polynomial, by squaring. */
+static uint32_t x_pow_8n(uint64_t n)
+{
+	uint32_t result = 1u << 31, sq = 1u << 23; /* x^0, x^8 */
+
+	for (; n; n >>= 1) {
+		if (n & 1)
+			result = mul_mod(result, sq);
+		sq = mul_mod(sq, sq);
+	}
+	return result;
+}
+
+/* The CRC of A followed by B from CRC(A), CRC(B) and the length of B. */
+static uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+	return mul_mod(crc_a, x_pow_8n(len_b)) ^ crc_b;
+}
+
 #if defined(__x86_64__)
+#define HW_SPLIT_MIN 4096
+
 __attribute__((target("sse4.2")))
-static uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t len)
+static uint32_t crc32c_hw1(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	uint64_t c = ~crc;
@@ -63,6 +103,32 @@ static uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t len)
 	while (len--)
 		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
 	return ~(uint32_t)c;
+}
+
+/* Three parts of `part` bytes (a multiple of 8) at once, then the rest. */
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_hw(uint32_t crc, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	uint64_t a = ~crc, b = ~0u, c = ~0u;
+	size_t part;
+
+	if (len < HW_SPLIT_MIN)
+		return crc32c_hw1(crc, buf, len);
+	part = len / 3 / 8 * 8;
+	for (size_t i = 0; i < part; i += 8) {
+		uint64_t va, vb, vc;
+
+		memcpy(&va, p + i, 8);
+		memcpy(&vb, p + part + i, 8);
+		memcpy(&vc, p + 2 * part + i, 8);
+		a = __builtin_ia32_crc32di(a, va);
+		b = __builtin_ia32_crc32di(b, vb);
+		c = __builtin_ia32_crc32di(c, vc);
+	}
+	crc = crc32c_combine(~(uint32_t)a, ~(uint32_t)b, part);
+	crc = crc32c_combine(crc, ~(uint32_t)c, part);
+	return crc32c_hw1(crc, p + 3 * part, len - 3 * part);
 }
 #endif
 

@@ -383,12 +383,18 @@ static void prep_io(struct xfer *x, struct io_uring_sqe *sqe, uint64_t ci,
 					     (injected ? UD_INJECTED : 0));
 }
 
-/* Reap every completion there is, waiting for the first. */
-static int reap(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
+/*
+ * Reap one completion, waiting for it. One at a time: finishing a read
+ * (checksum, copy) takes a while, and the caller refills the ring between
+ * two completions so that the device never runs dry meanwhile.
+ */
+static int reap_one(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
 {
 	struct vkv_tier_nvme *nv = x->nv;
 	struct io_uring_cqe *cqe;
-	int err = 0, ret;
+	uint64_t ud, ci;
+	uint32_t bi;
+	int ret, res;
 
 	do {
 		ret = io_uring_wait_cqe(&nv->ring, &cqe);
@@ -396,20 +402,15 @@ static int reap(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
 	if (ret < 0)
 		return vkv__set_error(-EIO, "nvme tier: io_uring_wait_cqe: %s",
 				      strerror(-ret));
-	do {
-		uint64_t ud = io_uring_cqe_get_data64(cqe);
-		uint32_t bi = (uint32_t)((ud & ~UD_INJECTED) >> UD_BUF_SHIFT);
-		uint64_t ci = ud & ((1ULL << UD_BUF_SHIFT) - 1);
-		int res = cqe->res, e;
-
-		io_uring_cqe_seen(&nv->ring, cqe);
-		e = block_done(x, ci, block_buf(x, ci, bi), res, ud & UD_INJECTED);
-		if (e && !err)
-			err = e;
-		nv->freebuf[(*nfree)++] = bi;
-		(*inflight)--;
-	} while (io_uring_peek_cqe(&nv->ring, &cqe) == 0);
-	return err;
+	ud = io_uring_cqe_get_data64(cqe);
+	bi = (uint32_t)((ud & ~UD_INJECTED) >> UD_BUF_SHIFT);
+	ci = ud & ((1ULL << UD_BUF_SHIFT) - 1);
+	res = cqe->res;
+	io_uring_cqe_seen(&nv->ring, cqe);
+	(*inflight)--;
+	ret = block_done(x, ci, block_buf(x, ci, bi), res, ud & UD_INJECTED);
+	nv->freebuf[(*nfree)++] = bi;
+	return ret;
 }
 
 /* Submit what was prepared; on failure nothing of it went out. */
@@ -469,7 +470,7 @@ static int xfer_uring(struct xfer *x)
 			err = e;
 		if (!inflight)
 			break;
-		e = reap(x, &nfree, &inflight);
+		e = reap_one(x, &nfree, &inflight);
 		if (e && !err)
 			err = e;
 	}

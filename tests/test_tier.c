@@ -207,6 +207,20 @@ START_TEST(crc32c_matches_reference)
 	/* Continuation: crc(a+b) == crc(b, crc(a)). */
 	ck_assert_uint_eq(vkv__crc32c(vkv__crc32c(0, buf, 100), buf + 100, 3999),
 			  vkv__crc32c(0, buf, 4099));
+	/* Long buffers take the three-way path; odd lengths and starts. */
+	{
+		size_t len = (1 << 20) + 13;
+		uint8_t *big = malloc(len + 8);
+
+		ck_assert_ptr_nonnull(big);
+		for (size_t i = 0; i < len + 8; i++)
+			big[i] = (uint8_t)(i * 131 + (i >> 9));
+		for (size_t off = 0; off < 8; off += 3)
+			for (size_t l = len - 2; l <= len; l++)
+				ck_assert_uint_eq(vkv__crc32c(7, big + off, l),
+						  vkv__crc32c_sw(7, big + off, l));
+		free(big);
+	}
 }
 END_TEST
 
