@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -53,6 +54,8 @@ struct probe_gpu {
 struct probe_node {
 	int id;
 	uint64_t total, free;
+	uint64_t huge2m_total, huge2m_free; /* reserved 2 MiB huge pages */
+	char cpus[64];                      /* cpulist */
 };
 
 struct probe_io {
@@ -65,6 +68,8 @@ struct probe_io {
 
 struct probe {
 	char kernel[128];
+	char thp[32];           /* transparent huge pages mode: always, madvise, never */
+	uint64_t memlock;       /* RLIMIT_MEMLOCK, UINT64_MAX = unlimited */
 	char gpu_err[200];
 	int ngpus;
 	struct probe_gpu gpu[PROBE_MAX_GPUS];
@@ -95,6 +100,63 @@ static void progress(const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ NUMA */
+
+/* First line of a small sysfs file, without its newline; "" if none. */
+static void read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "re");
+
+	buf[0] = 0;
+	if (!f)
+		return;
+	if (!fgets(buf, (int)len, f))
+		buf[0] = 0;
+	buf[strcspn(buf, "\n")] = 0;
+	fclose(f);
+}
+
+static uint64_t read_u64(const char *path)
+{
+	char buf[32];
+
+	read_line(path, buf, sizeof(buf));
+	return strtoull(buf, NULL, 10);
+}
+
+/* CPUs and 2 MiB huge pages of a node (what the DRAM tier and the kmod
+ * backend can pin there). */
+static void node_extras(const char *name, struct probe_node *n)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "/sys/devices/system/node/%.64s/cpulist", name);
+	read_line(path, n->cpus, sizeof(n->cpus));
+	snprintf(path, sizeof(path), "/sys/devices/system/node/%.64s/hugepages/"
+		 "hugepages-2048kB/nr_hugepages", name);
+	n->huge2m_total = read_u64(path) << 21;
+	snprintf(path, sizeof(path), "/sys/devices/system/node/%.64s/hugepages/"
+		 "hugepages-2048kB/free_hugepages", name);
+	n->huge2m_free = read_u64(path) << 21;
+}
+
+/* Transparent huge pages mode (the bracketed word) and the memlock limit:
+ * the host backend's 2 MiB pages and the pinned DRAM tier depend on them. */
+static void probe_host(struct probe *p)
+{
+	char buf[128], *a, *b;
+	struct rlimit rl;
+
+	read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf, sizeof(buf));
+	a = strchr(buf, '[');
+	b = a ? strchr(a, ']') : NULL;
+	if (a && b)
+		snprintf(p->thp, sizeof(p->thp), "%.*s", (int)(b - a - 1), a + 1);
+	else
+		snprintf(p->thp, sizeof(p->thp), "unknown");
+	p->memlock = 0;
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0)
+		p->memlock = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
+}
 
 static void probe_numa(struct probe *p)
 {
@@ -130,6 +192,7 @@ static void probe_numa(struct probe *p)
 				n->free = kb * 1024;
 		}
 		fclose(f);
+		node_extras(de->d_name, n);
 		p->nnodes++;
 	}
 	closedir(d);
@@ -400,10 +463,19 @@ static void print_text(const struct probe *p, const char *dir)
 	printf("kernel      %s\n", p->kernel);
 	printf("/dev/vkv    %s (vkv.ko %s)\n", p->kmod.dev_present ? "present" : "absent",
 	       p->kmod.loaded ? "loaded" : "not loaded");
-	for (int i = 0; i < p->nnodes; i++)
-		printf("numa node%-2d %s total, %s free\n", p->node[i].id,
-		       vkvstat_size(a, sizeof(a), p->node[i].total),
-		       vkvstat_size(b, sizeof(b), p->node[i].free));
+	printf("host        THP %s, memlock limit %s\n", p->thp,
+	       p->memlock == UINT64_MAX ? "unlimited"
+					: vkvstat_size(a, sizeof(a), p->memlock));
+	for (int i = 0; i < p->nnodes; i++) {
+		const struct probe_node *n = &p->node[i];
+		char c[16], d[16];
+
+		printf("numa node%-2d %s total, %s free, cpus %s, 2M huge pages "
+		       "%s (%s free)\n", n->id, vkvstat_size(a, sizeof(a), n->total),
+		       vkvstat_size(b, sizeof(b), n->free), n->cpus,
+		       vkvstat_size(c, sizeof(c), n->huge2m_total),
+		       vkvstat_size(d, sizeof(d), n->huge2m_free));
+	}
 	if (!p->ngpus)
 		printf("gpus        none (%s)\n", p->gpu_err[0] ? p->gpu_err : "no device");
 	for (int i = 0; i < p->ngpus; i++) {
@@ -437,12 +509,25 @@ static void print_json(const struct probe *p, const char *dir)
 	printf("{\"schema_version\":%d,\"tool\":\"vkvstat probe\",\"kernel\":",
 	       VKVSTAT_JSON_SCHEMA);
 	vkvstat_json_str(stdout, p->kernel);
+	printf(",\"thp\":");
+	vkvstat_json_str(stdout, p->thp);
+	if (p->memlock == UINT64_MAX)
+		printf(",\"memlock_bytes\":null");
+	else
+		printf(",\"memlock_bytes\":%" PRIu64, p->memlock);
 	printf(",\"dev_vkv\":%s,\"kmod_loaded\":%s,\"numa_nodes\":[",
 	       p->kmod.dev_present ? "true" : "false",
 	       p->kmod.loaded ? "true" : "false");
-	for (int i = 0; i < p->nnodes; i++)
-		printf("%s{\"node\":%d,\"total_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64 "}",
-		       i ? "," : "", p->node[i].id, p->node[i].total, p->node[i].free);
+	for (int i = 0; i < p->nnodes; i++) {
+		const struct probe_node *n = &p->node[i];
+
+		printf("%s{\"node\":%d,\"total_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64
+		       ",\"hugepages_2m_bytes\":%" PRIu64 ",\"hugepages_2m_free_bytes\":%" PRIu64
+		       ",\"cpus\":", i ? "," : "", n->id, n->total, n->free,
+		       n->huge2m_total, n->huge2m_free);
+		vkvstat_json_str(stdout, n->cpus);
+		putchar('}');
+	}
 	printf("],\"gpus\":[");
 	for (int i = 0; i < p->ngpus; i++) {
 		const struct probe_gpu *g = &p->gpu[i];
@@ -485,6 +570,7 @@ int vkvstat_probe(const struct vkvstat_probe_opts *o)
 		snprintf(p->kernel, sizeof(p->kernel), "%.40s %.60s %.20s", u.sysname,
 			 u.release, u.machine);
 	vkvstat_kmod_read(&p->kmod);
+	probe_host(p);
 	probe_numa(p);
 	probe_gpus(p);
 	probe_io(p, o->dir, o->file_bytes);
