@@ -54,11 +54,12 @@ _Static_assert(sizeof(struct vkv_stats_segment) % 8 == 0,
 static __thread volatile uintptr_t guard_base;
 static __thread volatile size_t guard_len;
 static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static long guard_page; /* page size, read before the handler is installed */
 
 static void guard_handler(int sig, siginfo_t *si, void *uctx)
 {
 	uintptr_t a = (uintptr_t)si->si_addr;
-	long pg = sysconf(_SC_PAGESIZE);
+	long pg = guard_page;
 
 	(void)uctx;
 	if (guard_len && a >= guard_base && a < guard_base + guard_len) {
@@ -75,6 +76,7 @@ static void guard_install(void)
 {
 	struct sigaction sa;
 
+	guard_page = sysconf(_SC_PAGESIZE);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = guard_handler;
 	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
