@@ -26,12 +26,15 @@ CUDADOUBLE_ENV := LD_LIBRARY_PATH=$(CUDADOUBLE_DIR)$${LD_LIBRARY_PATH:+:$$LD_LIB
 # built with the same sanitizer as the program that loads it. alloc.c (the
 # classic allocation calls, for the LD_PRELOAD shim's tests) puts its own
 # cuGetProcAddress_v2 in front of fakecuda.c's, which is renamed for that.
+# -Bsymbolic: as in the real driver, the double's own calls and the
+# pointers its cuGetProcAddress hands out are its functions, even when an
+# LD_PRELOAD object (the shim) defines the same names.
 $(CUDADOUBLE): tests/cudadouble/fakecuda.c tests/cudadouble/fakecuda.h \
 		tests/cudadouble/alloc.c tests/cudadouble/fakecuda_alloc.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/cudadouble \
 		-DcuGetProcAddress_v2=vkv_fakecuda_getproc_core \
-		-shared -Wl,-soname,libcuda.so.1 \
+		-shared -Wl,-soname,libcuda.so.1 -Wl,-Bsymbolic \
 		-o $@ $(filter %.c,$^) $(LDFLAGS) -ldl -pthread
 
 TEST_CUDA := $(BUILD)/tests/test_cuda
