@@ -5,18 +5,18 @@
 # sparse when present), fetch the matching kernel image with
 # `apt-get download` (never installed), pack an initramfs (busybox-static,
 # vkv.ko, brd.ko, static test programs, tests/kmod/init.sh as /init), boot
-# it under qemu with memory debugging, and read the verdict from the serial
-# console and qemu's exit status (isa-debug-exit). The module is never
-# loaded on this machine.
+# it under qemu (TCG, two NUMA nodes) with memory debugging, and read the
+# verdict from the serial console and qemu's exit status (isa-debug-exit).
+# The module is never loaded on this machine.
 #
 #   tests/kmod/run.sh                     every installed linux-headers-*-amd64
 #   tests/kmod/run.sh 6.1.0-56-amd64      one kernel release
 #
 # Environment: VKV_KMOD_BUILD (output dir, default build-kmod-vm),
 # VKV_KMOD_TIMEOUT (seconds per VM, 600), VKV_KMOD_MEM (guest RAM, 768M),
-# VKV_KMOD_PLANT=failtest|warn|oops (plant a failure to prove the harness
-# catches it: a failing test, a WARN_ON in the module's load path, a NULL
-# dereference in its ioctl path).
+# VKV_KMOD_PLANT=failtest|warn|oops|nozero (plant a failure to prove the
+# harness catches it: a failing test, a WARN_ON in the module's load path, a
+# NULL dereference in its ioctl path, pages handed out without zeroing).
 # Exit status: 0 all kernels passed, 1 a test failed, 2 setup error.
 set -euo pipefail
 
@@ -40,7 +40,7 @@ BUSYBOX=/bin/busybox
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
 	ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
 	die "$BUSYBOX is not static (install busybox-static)"
-case "$PLANT" in '' | failtest | warn | oops) ;; *) die "unknown VKV_KMOD_PLANT=$PLANT" ;; esac
+case "$PLANT" in '' | failtest | warn | oops | nozero) ;; *) die "unknown VKV_KMOD_PLANT=$PLANT" ;; esac
 
 if [ $# -gt 0 ]; then
 	KRELS=("$@")
@@ -68,9 +68,14 @@ build_module() {
 	cp -r "$ROOT/include/uapi" "$out/src/include/"
 	case "$PLANT" in
 	warn) sed -i 's/^\tret = vkv_buf_init();/\tWARN_ON(1);\n&/' "$out/src/kmod/vkv_main.c" ;;
+	nozero) sed -i 's/GFP_HIGHUSER | __GFP_ZERO |/GFP_HIGHUSER |/' "$out/src/kmod/vkv_buf.c" ;;
 	oops) sed -i 's/^\tswitch (cmd) {/\tif (cmd == VKV_IOC_INFO)\n\t\t*(volatile int *)0 = 1;\n&/' \
 		"$out/src/kmod/vkv_main.c" ;;
 	esac
+	if [ -n "$PLANT" ] && [ "$PLANT" != failtest ] &&
+		diff -rq "$ROOT/kmod" "$out/src/kmod" >/dev/null; then
+		die "VKV_KMOD_PLANT=$PLANT no longer applies to kmod/"
+	fi
 	command -v sparse >/dev/null && check=(C=2)
 	if ! make -C "$kdir" M="$out/src/kmod" "${check[@]}" W=1 modules \
 		>"$out/module-build.log" 2>&1; then
@@ -133,12 +138,20 @@ pack_initramfs() {
 
 # Boot; prints the qemu status. Serial output goes to $out/serial.log.
 boot() {
-	local krel=$1 out=$2 rc=0 append
+	local krel=$1 out=$2 rc=0 append half
+	# Two NUMA nodes, each one socket with one CPU and half the memory (a
+	# node boundary inside a socket makes the kernel warn at boot).
+	half=$(($(numfmt --from=iec "$MEM") / 2))
 	append="console=ttyS0 panic=-1 oops=panic slub_debug=FZPU page_poison=1"
 	append+=" init_on_free=1 loglevel=4 mitigations=off"
 	[ "$PLANT" = failtest ] && append+=" vkvplant=failtest"
 	timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
-		-accel tcg -cpu max -smp 2 -m "$MEM" -nodefaults -no-reboot \
+		-accel tcg -cpu max -smp 2,sockets=2,cores=1,threads=1 -m "$MEM" \
+		-nodefaults -no-reboot \
+		-object "memory-backend-ram,id=m0,size=$half" \
+		-object "memory-backend-ram,id=m1,size=$half" \
+		-numa node,nodeid=0,cpus=0,memdev=m0 \
+		-numa node,nodeid=1,cpus=1,memdev=m1 \
 		-display none -monitor none -serial "file:$out/serial.raw" \
 		-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 		-kernel "$out/image/boot/vmlinuz-$krel" -initrd "$out/initrd.cpio" \

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,6 +40,28 @@ static uint64_t sysfs_u64(const char *path)
 	ck_assert(fgets(buf, sizeof(buf), f) != NULL);
 	fclose(f);
 	return strtoull(buf, NULL, 10);
+}
+
+static uint64_t node_u64(uint32_t node, const char *what)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), SYS "nodes/node%u/%s", node, what);
+	return sysfs_u64(path);
+}
+
+/* A per-node counter summed over the nodes that have memory. */
+static uint64_t nodes_sum(const char *what)
+{
+	char path[128];
+	uint64_t sum = 0;
+
+	for (uint32_t n = 0; n < 64; n++) {
+		snprintf(path, sizeof(path), SYS "nodes/node%u", n);
+		if (access(path, F_OK) == 0)
+			sum += node_u64(n, what);
+	}
+	return sum;
 }
 
 static void sysfs_write(const char *path, const char *val)
@@ -305,7 +328,7 @@ static uint64_t pfn_of(int pm, const void *va)
 
 START_TEST(test_huge_contiguous)
 {
-	uint64_t huge0 = sysfs_u64(NODE0 "huge_chunks");
+	uint64_t huge0 = nodes_sum("huge_chunks");
 	int fd = dev_open(), pm;
 	struct vkv_kmod_buf b = must_alloc(fd, 8 * MiB, VKV_ALLOC_HUGE);
 	struct vkv_kmod_buf one = must_alloc(fd, 1, VKV_ALLOC_HUGE);
@@ -313,7 +336,7 @@ START_TEST(test_huge_contiguous)
 
 	ck_assert_uint_eq(one.size, 2 * MiB);
 	ck_assert_uint_eq(b.huge, 4);
-	ck_assert_uint_eq(sysfs_u64(NODE0 "huge_chunks"), huge0 + 5);
+	ck_assert_uint_eq(nodes_sum("huge_chunks"), huge0 + 5);
 	pm = open("/proc/self/pagemap", O_RDONLY);
 	ck_assert_int_ge(pm, 0);
 	for (uint64_t c = 0; c < b.size; c += 2 * MiB) {
@@ -398,6 +421,51 @@ START_TEST(test_node_counters)
 }
 END_TEST
 
+/* Node of the page behind va, as the kernel's memory policy code sees it. */
+static int node_of(const void *va)
+{
+	int node = -1;
+	const unsigned long f = 3; /* MPOL_F_NODE | MPOL_F_ADDR */
+
+	ck_assert_int_eq(syscall(SYS_get_mempolicy, &node, NULL, 0UL, va, f), 0);
+	return node;
+}
+
+/* Each node's buffers land on it, and only its counters move. */
+START_TEST(test_numa_placement)
+{
+	struct vkv_ioc_info in;
+	int fd = dev_open();
+
+	ck_assert_int_eq(vkv__kmod_info(fd, &in), 0);
+	if (in.nr_nodes < 2) {
+		printf("skip: test_numa_placement needs 2 NUMA nodes\n");
+		close(fd);
+		return;
+	}
+	for (uint32_t n = 0; n < 2; n++) {
+		uint64_t mine = node_u64(n, "bytes"), other = node_u64(!n, "bytes");
+		uint64_t huge = node_u64(n, "huge_chunks");
+		struct vkv_kmod_buf b;
+		uint8_t *p;
+
+		ck_assert_int_eq(vkv__kmod_alloc(fd, 4 * MiB, (int)n,
+						 VKV_ALLOC_HUGE, &b), 0);
+		ck_assert_uint_eq(b.node_used, n);
+		ck_assert_uint_eq(node_u64(n, "bytes"), mine + b.size);
+		ck_assert_uint_eq(node_u64(!n, "bytes"), other);
+		ck_assert_uint_eq(node_u64(n, "huge_chunks"), huge + b.huge);
+		p = must_map(fd, &b);
+		for (uint64_t off = 0; off < b.size; off += 256 * KiB)
+			ck_assert_int_eq(node_of(p + off), (int)n);
+		ck_assert_int_eq(munmap(p, b.size), 0);
+		ck_assert_int_eq(vkv__kmod_free(fd, b.id), 0);
+		ck_assert_uint_eq(node_u64(n, "bytes"), mine);
+	}
+	close(fd);
+}
+END_TEST
+
 START_TEST(test_limits)
 {
 	uint64_t fails0 = sysfs_u64(SYS "alloc_failures");
@@ -419,7 +487,7 @@ END_TEST
 START_TEST(test_sigkill_releases)
 {
 	uint64_t bytes0 = sysfs_u64(SYS "bytes"), bufs0 = sysfs_u64(SYS "buffers");
-	uint64_t node0 = sysfs_u64(NODE0 "bytes");
+	uint64_t nodes0 = nodes_sum("bytes");
 	int pipefd[2], status;
 	char c;
 	pid_t pid;
@@ -454,7 +522,7 @@ START_TEST(test_sigkill_releases)
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	ck_assert_uint_eq(sysfs_u64(SYS "bytes"), bytes0);
 	ck_assert_uint_eq(sysfs_u64(SYS "buffers"), bufs0);
-	ck_assert_uint_eq(sysfs_u64(NODE0 "bytes"), node0);
+	ck_assert_uint_eq(nodes_sum("bytes"), nodes0);
 	ck_assert_uint_eq(sysfs_u64(SYS "purgeable_bytes"), 0);
 	close(pipefd[0]);
 }
@@ -692,6 +760,7 @@ static Suite *kmod_suite(void)
 	tcase_add_test(mem, test_huge_contiguous);
 	tcase_add_test(mem, test_odirect_into_mapping);
 	tcase_add_test(cnt, test_node_counters);
+	tcase_add_test(cnt, test_numa_placement);
 	tcase_add_test(cnt, test_limits);
 	tcase_add_test(cnt, test_sigkill_releases);
 	tcase_add_test(conc, test_threads_share_a_file);
