@@ -118,21 +118,23 @@ run "step alpaca" 0 "$BENCH" step --trace alpaca --requests 8 --page-size 4K \
 	--compute-us 100 --budget 8M --max-context 1024
 
 # --- serve: the demo, verified bit for bit
-if run "serve --verify" 0 "$BENCH" serve --backend host --requests 6 --slots 3 --verify --json; then
+# Short requests and one layer keep these quick under the sanitizers.
+SERVE="serve --backend host --trace alpaca --max-context 160 --layers 1"
+if run "serve --verify" 0 "$BENCH" $SERVE --requests 6 --slots 3 --verify --json; then
 	json_check "serve json" "$TMP/out" \
 		'd["bench"] == "serve" and d["verify"]["ran"] and d["verify"]["identical"]' \
 		'd["verify"]["tokens_compared"] == d["tokens_generated"] > 0' \
 		'd["memory"]["committed_peak_bytes"] > 0' \
 		'num(d["tokens_per_s"])'
 fi
-run "serve --verify, every request shares the prompt" 0 "$BENCH" serve --backend host \
-	--requests 6 --slots 2 --share 1 --verify
-run "serve --verify under a budget (preemption)" 0 "$BENCH" serve --backend host \
-	--requests 6 --slots 4 --budget 1M --verify --json &&
+run "serve --verify, every request shares the prompt" 0 "$BENCH" $SERVE \
+	--requests 4 --slots 2 --share 1 --verify
+run "serve --verify under a budget (preemption)" 0 "$BENCH" $SERVE \
+	--requests 8 --slots 4 --budget 128K --verify --json &&
 	json_check "serve budget json" "$TMP/out" 'd["verify"]["identical"]' \
-		'd["memory"]["pool_pages_total"] * d["page_size"] <= 1 << 20'
-run "serve 2M pages" 0 "$BENCH" serve --backend host --page-size 2M --requests 4 --verify
-run "serve budget below one request" 1 "$BENCH" serve --backend host --requests 2 --budget 64K
+		'd["memory"]["pool_pages_total"] * d["page_size"] <= 128 << 10'
+run "serve 2M pages" 0 "$BENCH" $SERVE --page-size 2M --requests 3 --verify
+run "serve budget below one request" 1 "$BENCH" $SERVE --requests 2 --budget 16K
 
 # --- bad command lines
 run "unknown command" 2 "$BENCH" nosuch
