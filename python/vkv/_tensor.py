@@ -86,7 +86,7 @@ class _DLManagedTensor(ctypes.Structure):
     pass
 
 
-_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(_DLManagedTensor))
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # void (*)(DLManagedTensor *)
 _DLManagedTensor._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
                              ("deleter", _DELETER)]
 
@@ -96,9 +96,16 @@ _dl_live = {}
 _CAPSULE_NAME = b"dltensor"
 
 
-@_DELETER
-def _dl_delete(managed):
-    _dl_live.pop(ctypes.addressof(managed.contents), None)
+def _dl_delete_py(addr, _live=_dl_live):
+    # Bound defaults: at interpreter shutdown the module's globals may be
+    # gone while torch still frees tensors.
+    _live.pop(addr, None)
+
+
+# The C thunk must outlive every tensor, even past module teardown (torch
+# may free the last ones after it): one deliberate, permanent reference.
+_dl_delete = _DELETER(_dl_delete_py)
+ctypes.pythonapi.Py_IncRef(ctypes.py_object(_dl_delete))
 
 
 _capsule_new = ctypes.pythonapi.PyCapsule_New

@@ -3,9 +3,16 @@
 
 The tests run against the package in python/ (no install needed) and the
 libvkv.so it finds ($VKV_LIBRARY, else build/lib). VKV_TEST_BACKEND picks
-the backend: host (default; CPU tensors) or cuda (CUDA tensors, run by
-tests/gpu/run.sh). Stats segments go to a private directory so that the
-leak test can count them.
+the backend:
+  host        (default) CPU tensors;
+  cuda        CUDA tensors on a real GPU (tests/gpu/run.sh);
+  cudadouble  the cuda backend against the CUDA driver test double
+              (tests/cudadouble, whose "device" memory is host memory):
+              the binding's cuda path -- device detection, the DLPack
+              capsule, lifetime, every C call -- with the capsule naming
+              the CPU, since a CPU-only torch cannot make CUDA tensors.
+Stats segments go to a private directory so that the leak test can count
+them.
 """
 import os
 import shutil
@@ -24,6 +31,17 @@ os.environ["VKV_STATS_DIR"] = STATS_DIR
 import vkv  # noqa: E402
 
 BACKEND = os.environ.get("VKV_TEST_BACKEND", "host")
+VKV_BACKEND = "cuda" if BACKEND == "cudadouble" else BACKEND
+TENSOR_DEVICE = "cuda" if BACKEND == "cuda" else "cpu"
+
+if BACKEND == "cudadouble":
+    from vkv import _tensor
+
+    def _double_tensor(mem, base, nbytes, device):
+        return torch.utils.dlpack.from_dlpack(
+            _tensor.dlpack_capsule(mem, base, nbytes, _tensor.KDL_CPU, 0))
+
+    _tensor._cuda_tensor = _double_tensor
 
 
 def pytest_report_header(config):
@@ -40,7 +58,7 @@ def make_ctx(**kw):
     few tokens already span several pages."""
     if BACKEND == "host":
         kw.setdefault("page_size", "4K")
-    return vkv.Context(backend=BACKEND, **kw)
+    return vkv.Context(backend=VKV_BACKEND, **kw)
 
 
 @pytest.fixture

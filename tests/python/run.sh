@@ -5,6 +5,8 @@
 # not see Debian's packages). Extra arguments go to pytest.
 #   tests/python/run.sh                          host backend, CPU tensors
 #   VKV_TEST_BACKEND=cuda tests/python/run.sh    cuda backend, CUDA tensors
+# The default run makes a second pass, VKV_TEST_BACKEND=cudadouble: the cuda
+# backend against the CUDA driver test double (see conftest.py).
 # libvkv.so: $VKV_LIBRARY, else build/lib/libvkv.so (made by `make`).
 # Exit: pytest's, except that "no tests collected" (5) is a failure too.
 set -uo pipefail
@@ -41,10 +43,30 @@ if [ -z "${VKV_LIBRARY:-}" ] && [ ! -e build/lib/libvkv.so ]; then
 	exit 1
 fi
 export PYTHONDONTWRITEBYTECODE=1
-"$PY" -m pytest -q -p no:cacheprovider -rs tests/python "$@"
-rc=$?
-if [ "$rc" -eq 5 ]; then
-	echo "tests/python: pytest collected no tests" >&2
-	exit 1
+
+run_pytest() {
+	"$PY" -m pytest -q -p no:cacheprovider -rs tests/python "$@"
+	local rc=$?
+	if [ "$rc" -eq 5 ]; then
+		echo "tests/python: pytest collected no tests" >&2
+		return 1
+	fi
+	return "$rc"
+}
+
+run_pytest "$@" || exit $?
+
+# The default run also takes the binding's cuda path against the CUDA
+# driver test double built next to the library (make all builds it when
+# cuda.h is there).
+if [ "$BACKEND" = host ] && [ -z "${VKV_TEST_BACKEND:-}" ]; then
+	libdir=$(dirname "${VKV_LIBRARY:-build/lib/libvkv.so}")
+	double=$libdir/../tests/cudadouble
+	if [ -e "$double/libcuda.so.1" ]; then
+		echo "== cuda backend against the CUDA driver test double ($double)"
+		LD_LIBRARY_PATH=$(cd "$double" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+			VKV_TEST_BACKEND=cudadouble run_pytest "$@" || exit $?
+	else
+		echo "tests/python: SKIP the cuda-path pass: no CUDA test double at $double"
+	fi
 fi
-exit "$rc"

@@ -69,7 +69,10 @@ def test_context_errors():
 
 
 def test_budget_exhausted_is_enomem():
-    ctx = make_ctx(budget=4 * (4096 if BACKEND == "host" else 2 << 20), worker=False)
+    probe = make_ctx(worker=False)
+    page = probe.page_size
+    probe.close()
+    ctx = make_ctx(budget=4 * page, worker=False)
     with ctx.cache(**dict(DIMS, max_context=1 << 20)) as c:
         s = c.alloc()
         e = raises(errno.ENOMEM, c.ensure, s, c.max_context)

@@ -10,9 +10,10 @@ import sys
 import pytest
 
 import vkv
-from conftest import ROOT
+from conftest import BACKEND, ROOT
 
 
+@pytest.mark.skipif(BACKEND != "host", reason="backend-independent: the host pass covers it")
 def test_pip_install_offline(tmp_path):
     if subprocess.run([sys.executable, "-m", "pip", "--version"],
                       capture_output=True).returncode != 0:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vkv
-from conftest import BACKEND, sync
+from conftest import TENSOR_DEVICE, sync
 
 DIMS = dict(layers=3, kv_heads=2, head_dim=16, max_slots=4, max_context=300)
 
@@ -19,20 +19,32 @@ def rand(shape, dtype, seed):
 
 
 @pytest.fixture(params=["per_layer", "all_layers"])
-def cache(ctx, request):
-    c = ctx.cache(dtype=torch.float32, layout=request.param, **DIMS)
+def layout(request):
+    return request.param
+
+
+def sized(ctx):
+    """DIMS with room for four pages of a per-layer tensor at ctx's page
+    size (4 KiB on host, 2 MiB on cuda), so tests can cross page bounds."""
+    return dict(DIMS, max_context=max(DIMS["max_context"], 4 * ctx.page_size // (2 * 16 * 4)))
+
+
+@pytest.fixture
+def cache(ctx, layout):
+    c = ctx.cache(dtype=torch.float32, layout=layout, **sized(ctx))
     yield c
     c.close()
 
 
 def test_shape_strides_and_addresses(cache):
     es = cache.elem_size
-    want_dev = "cpu" if BACKEND == "host" else "cuda"
+    want_dev = TENSOR_DEVICE
+    assert cache.device == (None if cache.context.backend in ("host", "kmod") else 0)
     for layer in range(cache.layers):
         for kv in (vkv.K, vkv.V):
             t = cache.tensor(layer, kv)
             d = cache.strides(layer, kv)
-            assert t.shape == (4, 300, 2, 16)
+            assert t.shape == (4, cache.max_context, 2, 16) == cache.shape
             assert t.dtype == torch.float32 and t.device.type == want_dev
             assert t.stride() == (d["slot_stride"] // es, d["token_stride"] // es,
                                   d["head_stride"] // es, 1)
@@ -64,15 +76,20 @@ def test_torch_write_c_read_and_back(ctx, dtype):
 
 def test_growth_beyond_a_page(cache):
     tpp = cache.tokens_per_page
-    s = cache.alloc()
     total = 3 * tpp + 5
+    s = cache.alloc()
     k, v = cache.kv(1)
-    committed = []
-    for n in range(1, total + 1):  # one token per iteration, like decode
+    # decode-like growth: one token per step near every page boundary
+    points = sorted({n for b in (0, tpp, 2 * tpp, 3 * tpp) for n in range(b - 2, b + 3)
+                     if 0 < n < total} | {total})
+    committed, prev = [], 0
+    for n in points:
         cache.step([s], [n])
-        k[s, n - 1] = float(n)
-        v[s, n - 1] = -float(n)
+        vals = torch.arange(prev + 1, n + 1, dtype=torch.float32, device=k.device)
+        k[s, prev:n] = vals[:, None, None]
+        v[s, prev:n] = -vals[:, None, None]
         committed.append(cache.info().committed_bytes)
+        prev = n
     info = cache.slot_info(s)
     assert info.backed_tokens >= total and info.last_len == total
     assert info.pages >= 4 * (2 * cache.layers if cache.layout == "per_layer" else 1)
