@@ -39,3 +39,13 @@ check-vkvbench-cuda: $(BUILD)/bin/vkvbench $(VKVBENCH_FAKE_ATTN) $(CUDADOUBLE)
 	$(CUDADOUBLE_ENV) LD_PRELOAD=$(abspath $(VKVBENCH_FAKE_ATTN)) \
 		tests/vkvbench/test_vkvbench.sh --cuda $(BUILD)/bin/vkvbench
 endif
+
+# The same commands under valgrind, small (memory errors, definite leaks).
+VALGRIND_TARGETS += valgrind-vkvbench
+.PHONY: valgrind-vkvbench
+valgrind-vkvbench: $(BUILD)/bin/vkvbench
+	$(VALGRIND) $(BUILD)/bin/vkvbench serve --backend host --trace alpaca \
+		--max-context 160 --layers 1 --requests 3 --slots 2 --verify
+	$(VALGRIND) $(BUILD)/bin/vkvbench map --backend host --page-size 4K --pages 16 --reps 2
+	$(VALGRIND) $(BUILD)/bin/vkvbench step --requests 4 --slots 2 --compute-us 100 \
+		--budget 8M --max-context 1024
