@@ -380,7 +380,8 @@ VKV_API int vkv_op_poll(vkv_op *op);
  * the failure's detail available through vkv_strerror(). */
 VKV_API int vkv_op_wait(vkv_op *op);
 
-/* Release a handle. An operation still running completes on its own. */
+/* Release a handle (NULL is fine). An operation still running completes
+ * on its own. Free every handle before destroying its context. */
 VKV_API int vkv_op_free(vkv_op *op);
 
 #ifdef __cplusplus

@@ -840,6 +840,76 @@ START_TEST(evict_restore_while_stepping)
 }
 END_TEST
 
+/* Automatic policy with the worker on: threads step their own slots, more
+ * slots than the budget holds, so slots are demoted and promoted under
+ * them all the time; every step checks the slot's data. */
+struct auto_user {
+	vkv_region *r;
+	uint64_t n;
+	uint32_t first, count;
+	int rounds;
+	int err;
+};
+
+static void *auto_thread(void *arg)
+{
+	struct auto_user *u = arg;
+	uint8_t back[TOKEN_BYTES];
+
+	for (int i = 0; i < u->rounds && !u->err; i++) {
+		uint32_t s = u->first + (uint32_t)i % u->count;
+
+		u->err = vkv_step(u->r, &s, &u->n, 1);
+		if (!u->err)
+			u->err = vkv_slot_read(u->r, s, 1, VKV_K, u->n - 1, 1, back);
+		for (uint64_t b = 0; !u->err && b < TOKEN_BYTES; b++)
+			if (back[b] != pattern(s, 1, VKV_K, u->n - 1, b))
+				u->err = -EILSEQ;
+	}
+	return NULL;
+}
+
+START_TEST(auto_policy_under_threads)
+{
+	struct auto_user u[3];
+	pthread_t th[3];
+	vkv_ctx *ctx;
+	vkv_region *r;
+	uint64_t page, n;
+	uint32_t evicted = 0;
+
+	setenv("VKV_TIER_AUTO", "1", 1);
+	setenv("VKV_TIER_IDLE", "1", 1);
+	page = run_page();
+	/* 9 slots of 4 pages; the pool holds 5 of them. */
+	ctx = make_ctx(20 * page);
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 9, 1);
+	n = tokens_for_pages(r, 1);
+	for (uint32_t s = 0; s < 9; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		fill(r, s, n, s);
+		OK(vkv_step(r, &s, &n, 1));
+	}
+	for (uint32_t s = 0; s < 9; s++)
+		evicted += slot_info(r, s).tier != 0;
+	ck_assert_uint_ge(evicted, 4); /* only 5 fit in the pool */
+	for (int i = 0; i < 3; i++) {
+		u[i] = (struct auto_user){ r, n, 3 * (uint32_t)i, 3, 40, 0 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, auto_thread, &u[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		OK(u[i].err);
+	}
+	for (uint32_t s = 0; s < 9; s++) {
+		OK(vkv_step(r, &s, &n, 1));
+		ck_assert(matches(r, s, n, s));
+	}
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 static Suite *tier_suite(void)
 {
 	Suite *s = suite_create("tier");
@@ -885,6 +955,7 @@ static Suite *tier_suite(void)
 	tc = tcase_create("threads");
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, evict_restore_while_stepping);
+	tcase_add_test(tc, auto_policy_under_threads);
 	suite_add_tcase(s, tc);
 	return s;
 }
