@@ -31,7 +31,6 @@
  * per-repetition ratios (vkv and floor measured back to back), which a
  * busy machine disturbs less than a ratio of medians.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -43,7 +42,7 @@
 #include <unistd.h>
 
 #ifdef VKV_HAVE_CUDA
-#include <cuda.h>
+#include "cuda_driver.h"
 #endif
 
 #include "vkvbench.h"
@@ -229,116 +228,82 @@ static int host_floor_warm(struct host_floor *f, struct map_sample *s)
 
 #ifdef VKV_HAVE_CUDA
 /*
- * The cuda floor: the driver's VMM calls made directly, resolved with dlopen
- * like libvkv does (no link-time dependency on libcuda).
+ * The cuda floor: the driver's VMM calls made directly, through the same
+ * run-time driver table libvkv uses (cuda_driver.h), on device 0's primary
+ * context.
  */
 struct cu_api {
-	void *lib;
-	CUresult (*Init)(unsigned);
-	CUresult (*DeviceGet)(CUdevice *, int);
-	CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-	CUresult (*DevicePrimaryCtxRelease)(CUdevice);
-	CUresult (*CtxSetCurrent)(CUcontext);
-	CUresult (*MemGetAllocationGranularity)(size_t *,
-						 const CUmemAllocationProp *,
-						 CUmemAllocationGranularity_flags);
-	CUresult (*MemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr,
-				      unsigned long long);
-	CUresult (*MemAddressFree)(CUdeviceptr, size_t);
-	CUresult (*MemCreate)(CUmemGenericAllocationHandle *, size_t,
-			      const CUmemAllocationProp *, unsigned long long);
-	CUresult (*MemRelease)(CUmemGenericAllocationHandle);
-	CUresult (*MemMap)(CUdeviceptr, size_t, size_t,
-			   CUmemGenericAllocationHandle, unsigned long long);
-	CUresult (*MemUnmap)(CUdeviceptr, size_t);
-	CUresult (*MemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *,
-				 size_t);
+	const struct vkv_cu *cu;
 	CUdevice dev;
 	CUcontext ctx;
 	CUmemAllocationProp prop;
 	CUmemAccessDesc access;
 };
 
-static int cu_load(struct cu_api *cu, int device)
+static int cu_load(struct cu_api *c, int device)
 {
-	memset(cu, 0, sizeof(*cu));
-	cu->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-	if (!cu->lib)
-		return -ENODEV;
-#define CU_SYM(field, name)                                                 \
-	do {                                                                \
-		*(void **)&cu->field = dlsym(cu->lib, name);                \
-		if (!cu->field)                                             \
-			goto fail;                                          \
-	} while (0)
-	CU_SYM(Init, "cuInit");
-	CU_SYM(DeviceGet, "cuDeviceGet");
-	CU_SYM(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-	CU_SYM(DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
-	CU_SYM(CtxSetCurrent, "cuCtxSetCurrent");
-	CU_SYM(MemGetAllocationGranularity, "cuMemGetAllocationGranularity");
-	CU_SYM(MemAddressReserve, "cuMemAddressReserve");
-	CU_SYM(MemAddressFree, "cuMemAddressFree");
-	CU_SYM(MemCreate, "cuMemCreate");
-	CU_SYM(MemRelease, "cuMemRelease");
-	CU_SYM(MemMap, "cuMemMap");
-	CU_SYM(MemUnmap, "cuMemUnmap");
-	CU_SYM(MemSetAccess, "cuMemSetAccess");
-#undef CU_SYM
-	if (cu->Init(0) != CUDA_SUCCESS || cu->DeviceGet(&cu->dev, device) ||
-	    cu->DevicePrimaryCtxRetain(&cu->ctx, cu->dev))
-		goto fail;
-	cu->CtxSetCurrent(cu->ctx);
-	cu->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-	cu->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-	cu->prop.location.id = cu->dev;
-	cu->access.location = cu->prop.location;
-	cu->access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	int err;
+
+	memset(c, 0, sizeof(*c));
+	err = vkv__cu_load(&c->cu);
+	if (err)
+		return err;
+	err = VKV_CU_CALL(c->cu, cuDeviceGet, &c->dev, device);
+	if (!err)
+		err = VKV_CU_CALL(c->cu, cuDevicePrimaryCtxRetain, &c->ctx, c->dev);
+	if (err) {
+		c->cu = NULL;
+		return err;
+	}
+	c->cu->cuCtxSetCurrent(c->ctx);
+	c->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+	c->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	c->prop.location.id = c->dev;
+	c->access.location = c->prop.location;
+	c->access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
 	return 0;
-fail:
-	dlclose(cu->lib);
-	cu->lib = NULL;
-	return -ENODEV;
 }
 
-static void cu_unload(struct cu_api *cu)
+static void cu_unload(struct cu_api *c)
 {
-	if (!cu->lib)
-		return;
-	cu->DevicePrimaryCtxRelease(cu->dev);
-	dlclose(cu->lib);
+	if (c->cu)
+		c->cu->cuDevicePrimaryCtxRelease(c->dev);
 }
 
-static int cu_floor_cold(struct cu_api *cu, uint64_t ps, uint64_t n,
+static int cu_floor_cold(struct cu_api *c, uint64_t ps, uint64_t n,
 			 struct map_sample *s)
 {
+	const struct vkv_cu *cu = c->cu;
 	CUmemGenericAllocationHandle *h = calloc(n, sizeof(*h));
 	CUdeviceptr va;
-	uint64_t t0, t1, t2;
+	uint64_t t0, t1, t2, made = 0;
 	int err = 0;
 
 	if (!h)
 		return -ENOMEM;
-	if (cu->MemAddressReserve(&va, n * ps, ps, 0, 0) != CUDA_SUCCESS) {
+	err = VKV_CU_CALL(cu, cuMemAddressReserve, &va, n * ps, ps, 0, 0);
+	if (err) {
 		free(h);
-		return -ENOMEM;
+		return err;
 	}
 	t0 = bench_now_ns();
-	for (uint64_t i = 0; i < n && !err; i++) {
-		if (cu->MemCreate(&h[i], ps, &cu->prop, 0) ||
-		    cu->MemMap(va + i * ps, ps, 0, h[i], 0) ||
-		    cu->MemSetAccess(va + i * ps, ps, &cu->access, 1))
-			err = -EIO;
+	for (; made < n && !err; made++) {
+		CUdeviceptr at = va + made * ps;
+
+		err = VKV_CU_CALL(cu, cuMemCreate, &h[made], ps, &c->prop, 0);
+		if (err)
+			break;
+		err = VKV_CU_CALL(cu, cuMemMap, at, ps, 0, h[made], 0);
+		if (!err)
+			err = VKV_CU_CALL(cu, cuMemSetAccess, at, ps, &c->access, 1);
 	}
 	t1 = bench_now_ns();
-	for (uint64_t i = 0; i < n; i++) {
-		if (!h[i])
-			continue;
-		cu->MemUnmap(va + i * ps, ps);
-		cu->MemRelease(h[i]);
+	for (uint64_t i = 0; i < made; i++) {
+		cu->cuMemUnmap(va + i * ps, ps);
+		cu->cuMemRelease(h[i]);
 	}
 	t2 = bench_now_ns();
-	cu->MemAddressFree(va, n * ps);
+	cu->cuMemAddressFree(va, n * ps);
 	free(h);
 	s->commit = (double)(t1 - t0) / (double)n;
 	s->release = (double)(t2 - t1) / (double)n;
