@@ -4,6 +4,12 @@
  * making the real libvkv calls an engine makes, with the model's compute
  * replaced by a sleep.
  *
+ * Requests arrive as a Poisson process (--rate, 60 per simulated second by
+ * default; the simulated clock advances --compute-us per iteration), as in
+ * vLLM's serving benchmark. --rate 0 puts every arrival at time 0: then the
+ * first iteration's prefills have nothing to overlap with and are mapped on
+ * the critical path, which lowers hidden_fraction by that one burst.
+ *
  * Per page size it runs three things on the same trace:
  *
  * 1. Latency, look-ahead on: a context with its background worker. Each
@@ -497,6 +503,7 @@ static void report_json(const struct step_opts *o, const struct bench_trace *t,
 	bench_json_close(&j);
 	bench_json_u64(&j, "slots", o->slots);
 	bench_json_u64(&j, "compute_us", o->compute_us);
+	bench_json_f64(&j, "rate", o->tp.rate);
 	bench_json_u64(&j, "budget", o->budget);
 	bench_json_str(&j, "hidden_fraction_def",
 		       "maps_async/(maps_sync+maps_async) with look-ahead on");
