@@ -243,10 +243,16 @@ class KVCache:
         self.dtype, es = _tensor.dtype_of(dtype, elem_size)
         cfg = _lib.RegionConfig()
         lib.vkv_region_config_init(ctypes.byref(cfg))
-        cfg.layers, cfg.kv_heads, cfg.head_dim = layers, kv_heads, head_dim
-        cfg.elem_size, cfg.max_slots, cfg.max_context = es, max_slots, max_context
+        for name, val, bits in (("layers", layers, 32), ("kv_heads", kv_heads, 32),
+                                ("head_dim", head_dim, 32), ("elem_size", es, 32),
+                                ("max_slots", max_slots, 32), ("max_context", max_context, 64),
+                                ("lookahead", lookahead, 32)):
+            # ctypes would wrap a negative or oversized value silently
+            if not isinstance(val, int) or not 0 <= val < 1 << bits:
+                raise ValueError("vkv: %s must be an integer in [0, 2^%d), not %r"
+                                 % (name, bits, val))
+            setattr(cfg, name, val)
         cfg.layout = _choice(layout, _lib.LAYOUTS, "layout")
-        cfg.lookahead = lookahead
         h = ctypes.c_void_p()
         with ctx._lock:
             call("vkv_region_create", ctx._h(), ctypes.byref(cfg), ctypes.byref(h))

@@ -55,6 +55,10 @@ def test_region_config_errors(ctx):
     with pytest.raises(ValueError):
         ctx.cache(**dict(DIMS, layout="diagonal"))
     with pytest.raises(ValueError):
+        ctx.cache(**dict(DIMS, max_slots=-1))  # not wrapped to 2^32-1
+    with pytest.raises(ValueError):
+        ctx.cache(**dict(DIMS, head_dim=8.0))
+    with pytest.raises(ValueError):
         ctx.cache(**dict(DIMS, elem_size=2))  # float32 is 4 bytes
     assert not ctx._caches  # nothing half-made was kept
 
