@@ -23,9 +23,11 @@ import errno
 from ._lib import VkvError, K, V, load as _load
 from .cache import Context, KVCache, RegionInfo, SlotInfo
 from ._stats import read_segment as stats, segment_path as stats_path
-from ._tier import available as _tier_available
+from ._tier import Op, available as _tier_available
 
-__all__ = ["Context", "KVCache", "VkvError", "RegionInfo", "SlotInfo", "K", "V",
+Region = KVCache  # the C API's name for it
+
+__all__ = ["Context", "KVCache", "Region", "Op", "VkvError", "RegionInfo", "SlotInfo", "K", "V",
            "stats", "stats_path", "library_version", "library_path", "has_tiering",
            "strerror"]
 __version__ = "0.1.0"
