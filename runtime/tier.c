@@ -352,9 +352,8 @@ static int run_evict(struct vkv_tier *t, struct vkv_op *op)
 	int err;
 
 	ts = calloc(op->n, sizeof(*ts));
-	if (!ts)
-		return vkv__set_error(-ENOMEM, "evict: out of host memory");
-	err = collect_pages(r, op, ts, &ents, &addr, &m);
+	err = ts ? collect_pages(r, op, ts, &ents, &addr, &m)
+		 : vkv__set_error(-ENOMEM, "evict: out of host memory");
 	if (!err)
 		err = store_alloc(t, op->tier, ents, m);
 	pthread_mutex_unlock(&ctx->lock);
@@ -369,7 +368,8 @@ static int run_evict(struct vkv_tier *t, struct vkv_op *op)
 	if (err) {
 		for (size_t i = 0; i < m; i++)
 			entry_free(t, ents[i]);
-		free_tables(ts, op->n);
+		if (ts)
+			free_tables(ts, op->n);
 		for (size_t k = 0; k < op->n; k++)
 			r->slots[op->slots[k]].state = VKV_SLOT_ACTIVE;
 		stat_error(op->tier);
@@ -458,8 +458,10 @@ static int read_via_scratch(struct vkv_tier *t, struct vkv_tier_entry **ents,
 	struct vkv_backend *b = &t->ctx->backend;
 	uint64_t base, *addr = malloc((m ? m : 1) * sizeof(*addr));
 	vkv_phys *phys = malloc((m ? m : 1) * sizeof(*phys));
-	int err;
+	int err = 0;
 
+	if (!m)
+		goto out; /* slots that held no page */
 	if (!addr || !phys) {
 		err = vkv__set_error(-ENOMEM, "restore: out of host memory");
 		goto out;

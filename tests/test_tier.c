@@ -432,6 +432,16 @@ START_TEST(bad_input_changes_nothing)
 	ck_assert_ptr_null(op);
 	ck_assert_uint_eq(slot_info(r, s).tier, 0);
 	ck_assert(matches(r, s, n, 1));
+	/* A slot that holds no page yet evicts and restores too. */
+	never = 2;
+	OK(vkv_slot_alloc_at(r, never));
+	OK(vkv_evict(r, &never, 1, VKV_TIER_NVME, NULL));
+	ck_assert_uint_eq(slot_info(r, never).tier, VKV_TIER_NVME);
+	OK(vkv_restore(r, &never, 1, NULL));
+	OK(vkv_evict(r, &never, 1, VKV_TIER_DRAM, NULL));
+	OK(vkv_restore(r, &never, 1, NULL));
+	fill(r, never, n, 4);
+	ck_assert(matches(r, never, n, 4));
 	OK(vkv_region_destroy(r));
 	OK(vkv_ctx_destroy(ctx));
 }
