@@ -214,7 +214,7 @@ def load():
                 tried.append("%s (%s)" % (p, e))
                 continue
             _bind(lib)
-            lib.path = p
+            lib.path = os.path.abspath(p) if os.path.sep in p else p
             _lib = lib
             return lib
         hint = ("VKV_LIBRARY=%s could not be loaded" % paths[0] if explicit else
