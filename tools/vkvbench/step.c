@@ -383,8 +383,11 @@ static int budget_reached(vkv_ctx *ctx, vkv_region *r, uint64_t len)
 	if (ci.pages_total + need > ci.budget / ri.page_size)
 		return 0;
 	fprintf(stderr, "vkvbench step: the backend ran out before the budget "
-		"(%llu of %llu pages): %s\n", (unsigned long long)ci.pages_total,
-		(unsigned long long)(ci.budget / ri.page_size), vkv_last_error());
+		"(%llu of %llu pages): %s%s\n", (unsigned long long)ci.pages_total,
+		(unsigned long long)(ci.budget / ri.page_size), vkv_last_error(),
+		ci.backend == VKV_BACKEND_HOST && ri.page_size == 4096 ?
+			" (every scattered 4 KiB page is a VMA: vm.max_map_count; "
+			"use a smaller --budget or 2M pages)" : "");
 	return -ENOMEM;
 }
 
@@ -429,6 +432,8 @@ static int capacity(const struct step_opts *o, const struct bench_trace *t,
 		c->vkv++;
 		c->vkv_used += len * tok_all;
 	}
+	if (err)
+		goto out_region;
 	c->bound_hit = c->vkv == bound;
 	err = vkv_region_info(r, &ri);
 	c->vkv_committed = ri.committed_bytes;
