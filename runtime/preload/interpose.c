@@ -158,8 +158,9 @@ static const struct served served[] = {
 
 #define NSERVED (sizeof(served) / sizeof(served[0]))
 /* Per served call: dlsym and getproc answers, default and per-thread
- * flavours; plus the two cuGetProcAddress. */
-#define NSWAPS (NSERVED * 4 + 2)
+ * flavours; plus cuGetProcAddress v1 and v2, by symbol and as the driver
+ * hands itself out. */
+#define NSWAPS (NSERVED * 4 + 4)
 
 static struct swap swaps[NSWAPS];
 static size_t nswaps;
