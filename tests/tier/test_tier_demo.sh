@@ -56,7 +56,7 @@ run "tier without --tier" 2 "$BENCH" tier --json
 run "tier bad --bs" 2 "$BENCH" tier --tier nvme --bs 3000
 
 # The workload's peak without a budget, then the demo at half of it.
-ARGS=(serve --backend host --requests 12 --slots 6 --json)
+ARGS=(serve --backend host --requests 8 --slots 4 --json)
 if run "serve unbudgeted" 0 "$BENCH" "${ARGS[@]}"; then
 	peak=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["memory"]["committed_peak_bytes"])' "$TMP/out")
 	if run "serve --verify at half the peak ($((peak / 2)) bytes)" 0 "$BENCH" \
