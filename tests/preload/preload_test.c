@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fakecuda.h"
 #include "fakecuda_alloc.h"
 #include "vkv_stats.h"
 
@@ -747,6 +748,75 @@ static void t_async(void)
 	CU(cuStreamDestroy(s2));
 }
 
+/* VKV_FAKECUDA_DEVICES=2 VKV_FAKECUDA_GRANULARITY=64K: one arena per
+ * device, chunks of the device's granularity, frees from any device. */
+static void t_devices(void)
+{
+	CUcontext ctx1;
+	CUdeviceptr p0, p1, base;
+	size_t size;
+	struct vkv_stats_preload st;
+	int n = 0;
+
+	setup();
+	CU(cuDeviceGetCount(&n));
+	if (n < 2)
+		skip("one device only");
+	CU(cuMemAlloc(&p0, 100 << 10));
+	CU(cuDevicePrimaryCtxRetain(&ctx1, 1));
+	CU(cuCtxSetCurrent(ctx1));
+	CU(cuMemAlloc(&p1, 100 << 10));
+	fill(p1, 100 << 10, 2);
+	CU(cuMemGetAddressRange(&base, &size, p0 + 1));
+	CHECK(base == p0 && size == 100 << 10);
+	st = shim_stats();
+	CHECK(st.allocs == 2);
+	if (fake("vkv_fakecuda_stats")) /* the double's 8 GiB, 64 KiB granules */
+		CHECK(st.chunks == 4 && st.reserved_bytes == 2 * 2 * (8ULL << 30),
+		      "(%llu chunks, %llu bytes reserved)", (unsigned long long)st.chunks,
+		      (unsigned long long)st.reserved_bytes);
+	CU(cuMemFree(p0)); /* device 0's block, device 1 current */
+	CU(cuCtxSetCurrent(ctx));
+	CU(cuMemFree(p1));
+	CHECK(shim_stats().in_use_bytes == 0);
+	CU(cuDevicePrimaryCtxRelease(1));
+}
+
+typedef void (*fake_stats_fn)(struct vkv_fakecuda_stats *);
+typedef int (*fake_reload_fn)(void);
+
+/* VKV_FAKECUDA_FAIL=cuMemCreate:3:every VKV_PRELOAD_IDLE=64M: a chunk the
+ * driver refuses is CUDA_ERROR_OUT_OF_MEMORY, with every chunk of the
+ * failed allocation given back; mapped memory is still served. */
+static void t_faults(void)
+{
+	struct vkv_fakecuda_stats fs;
+	fake_stats_fn stats = (fake_stats_fn)fake("vkv_fakecuda_stats");
+	fake_reload_fn reload = (fake_reload_fn)fake("vkv_fakecuda_reload");
+	CUdeviceptr a, b, c;
+
+	if (!stats || !reload)
+		skip("needs the CUDA test double");
+	setup();
+	CU(cuMemAlloc(&a, 2 * MiB));
+	CU(cuMemAlloc(&b, 2 * MiB));
+	CHECK(cuMemAlloc(&c, 6 * MiB) == CUDA_ERROR_OUT_OF_MEMORY);
+	stats(&fs);
+	CHECK(fs.allocs == 2 && fs.mappings == 2, "(%llu allocations, %llu mappings left)",
+	      (unsigned long long)fs.allocs, (unsigned long long)fs.mappings);
+	CHECK(shim_stats().chunks == 2 && shim_stats().ooms == 1);
+	CU(cuMemFree(a));
+	CU(cuMemAlloc(&a, 3 * MiB / 2)); /* the idle chunk, no cuMemCreate */
+	fill(a, 3 * MiB / 2, 1);
+	unsetenv("VKV_FAKECUDA_FAIL");
+	reload();
+	CU(cuMemAlloc(&c, 6 * MiB));
+	fill(c, 6 * MiB, 2);
+	CU(cuMemFree(a));
+	CU(cuMemFree(b));
+	CU(cuMemFree(c));
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -756,6 +826,7 @@ static const struct {
 	{ "limit", t_limit },     { "threads", t_threads },
 	{ "fork", t_fork },       { "foreign", t_foreign },
 	{ "capture", t_capture }, { "async", t_async },
+	{ "devices", t_devices }, { "faults", t_faults },
 };
 
 int main(int argc, char **argv)

@@ -63,11 +63,13 @@ run() {
 
 want() { [ $# -eq 0 ] || [[ " $* " == *" $CASE "* ]]; }
 
-for CASE in driver disabled getproc dlsym limit threads fork foreign capture async log; do
+for CASE in driver disabled getproc dlsym limit threads fork foreign capture async devices faults log; do
 	want "$@" || continue
 	case $CASE in
 	disabled) run disabled VKV_PRELOAD=0 -- disabled ;;
 	limit) run limit VKV_PRELOAD_LIMIT=64M VKV_PRELOAD_IDLE=0 -- limit ;;
+	devices) run devices VKV_FAKECUDA_DEVICES=2 VKV_FAKECUDA_GRANULARITY=64K -- devices ;;
+	faults) run faults VKV_FAKECUDA_FAIL=cuMemCreate:3:every VKV_PRELOAD_IDLE=64M -- faults ;;
 	log)
 		# Debug messages go to VKV_PRELOAD_LOG, never to stdout.
 		run log VKV_LOG=debug VKV_PRELOAD_LOG="$TMP/shim.log" -- driver
