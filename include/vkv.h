@@ -279,6 +279,11 @@ VKV_API int vkv_slot_ensure(vkv_region *r, uint32_t slot, uint64_t tokens);
  * Ask the worker to back tokens [0, tokens) ahead of need (for example for
  * a request that the scheduler will admit next iteration). Never blocks on
  * a map call. Same errors as vkv_slot_ensure for bad arguments.
+ *
+ * Pages beyond a slot's last length (the last vkv_step/vkv_slot_ensure
+ * length, or a shared prefix) hold no data by contract: when a commit finds
+ * the budget spent, they may be taken back (look-ahead, prefetch, pages a
+ * reused slot brought along) before the commit fails with -ENOMEM.
  */
 VKV_API int vkv_slot_prefetch(vkv_region *r, uint32_t slot, uint64_t tokens);
 

@@ -248,15 +248,33 @@ static void host_page_release(struct vkv_backend *b, vkv_phys page)
 
 static int host_unmap_pages(struct vkv_backend *b, uint64_t addr, size_t n)
 {
-	void *p = mmap((void *)(uintptr_t)addr, n * b->page_size,
-		       host_reserve_prot(b),
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-		       -1, 0);
+	void *want = (void *)(uintptr_t)addr, *p;
+	size_t len = n * b->page_size;
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 
-	if (p == MAP_FAILED)
+	p = mmap(want, len, host_reserve_prot(b), flags | MAP_FIXED, -1, 0);
+	if (p != MAP_FAILED)
+		return 0;
+	if (errno != ENOMEM)
 		return vkv__set_error(-errno, "unmap: mmap(MAP_FIXED) %zu pages: %s",
 				      n, strerror(errno));
-	return 0;
+	/*
+	 * At vm.max_map_count, replacing a mapping in place can fail because
+	 * the replacement needs a new VMA before the old one goes. Removing
+	 * first lowers the count, and the anonymous range put back merges
+	 * with its neighbours. NOREPLACE: never clobber whoever took the hole.
+	 */
+	if (munmap(want, len) != 0)
+		return vkv__set_error(-errno, "unmap: munmap %zu pages: %s", n,
+				      strerror(errno));
+	p = mmap(want, len, host_reserve_prot(b), flags | MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == want)
+		return 0;
+	if (p != MAP_FAILED)
+		munmap(p, len);
+	return vkv__set_error(-EIO, "unmap: cannot put the reservation back over "
+			      "%zu pages (%s); the range is lost to vkv", n,
+			      strerror(errno));
 }
 
 static int host_map_pages(struct vkv_backend *b, uint64_t addr,

@@ -59,11 +59,21 @@ void vkv__page_activate(struct vkv_ctx *ctx, struct vkv_page *pg, bool on)
 
 /* ----------------------------------------------------------------- reclaim */
 
-/* The least recently freed slot that caches pages (lock held). */
-static struct vkv_region *pick_victim(struct vkv_ctx *ctx, uint32_t *slot)
+/* The worker's thread: its commits are look-ahead, never worth taking
+ * pages from active slots for. */
+static __thread bool in_worker;
+
+/*
+ * Next slot to take pages from (lock held): the least recently freed slot
+ * that caches pages; with `active`, else the allocated slot holding the
+ * most pages beyond its last length (look-ahead and what a reused slot
+ * brought along), which the engine has not written. *keep: pages to keep.
+ */
+static struct vkv_region *pick_victim(struct vkv_ctx *ctx, bool active,
+				      uint32_t *slot, uint64_t *keep)
 {
 	struct vkv_region *best = NULL;
-	uint64_t oldest = UINT64_MAX;
+	uint64_t oldest = UINT64_MAX, most = 0;
 
 	for (struct vkv_region *r = ctx->regions; r; r = r->next) {
 		if (!r->slots_cached)
@@ -77,6 +87,24 @@ static struct vkv_region *pick_victim(struct vkv_ctx *ctx, uint32_t *slot)
 			oldest = sl->freed_at;
 			best = r;
 			*slot = s;
+			*keep = 0;
+		}
+	}
+	if (best || !active)
+		return best;
+	for (struct vkv_region *r = ctx->regions; r; r = r->next) {
+		for (uint32_t s = 0; s < r->cfg.max_slots; s++) {
+			const struct vkv_slot *sl = &r->slots[s];
+			uint64_t need = vkv__pages_for(r, sl->last_len);
+
+			if (sl->state != VKV_SLOT_ACTIVE || sl->busy ||
+			    sl->mapped <= need ||
+			    (sl->mapped - need) * r->ntensors <= most)
+				continue;
+			most = (sl->mapped - need) * r->ntensors;
+			best = r;
+			*slot = s;
+			*keep = need;
 		}
 	}
 	return best;
@@ -84,11 +112,11 @@ static struct vkv_region *pick_victim(struct vkv_ctx *ctx, uint32_t *slot)
 
 uint64_t vkv__ctx_reclaim(struct vkv_ctx *ctx, uint64_t want)
 {
-	uint64_t freed = 0, n = 0;
+	uint64_t freed = 0, n = 0, keep = 0;
 	struct vkv_region *r;
 	uint32_t s;
 
-	while (freed < want && (r = pick_victim(ctx, &s))) {
+	while (freed < want && (r = pick_victim(ctx, !in_worker, &s, &keep))) {
 		struct vkv_slot *sl = &r->slots[s];
 		uint64_t mapped = sl->mapped;
 		int err;
@@ -97,22 +125,24 @@ uint64_t vkv__ctx_reclaim(struct vkv_ctx *ctx, uint64_t want)
 		pthread_mutex_unlock(&ctx->lock);
 		if (sl->has_fence)
 			ctx->backend.ops->fence_wait(&ctx->backend, sl->fence);
-		err = vkv__slot_unmap_range(r, s, 0, mapped);
+		err = vkv__slot_unmap_range(r, s, keep, mapped);
 		pthread_mutex_lock(&ctx->lock);
 		if (err) {
-			vkv__warn("reclaim: unmapping cached slot %u failed: %s", s,
+			vkv__warn("reclaim: unmapping slot %u failed: %s", s,
 				  vkv_last_error());
 			vkv__slot_unlock(r, s);
 			break;
 		}
-		freed += vkv__slot_drop_pages(r, s, 0, mapped);
-		n += mapped * r->ntensors;
-		sl->mapped = 0;
-		if (sl->has_fence) {
+		freed += vkv__slot_drop_pages(r, s, keep, mapped);
+		n += (mapped - keep) * r->ntensors;
+		sl->mapped = keep;
+		if (sl->want > keep)
+			sl->want = keep; /* no look-ahead back into it */
+		if (!keep && sl->has_fence) {
 			ctx->backend.ops->fence_drop(&ctx->backend, sl->fence);
 			sl->has_fence = false;
 		}
-		if (sl->state == VKV_SLOT_CACHED) {
+		if (!keep && sl->state == VKV_SLOT_CACHED) {
 			sl->state = VKV_SLOT_NEVER;
 			r->slots_cached--;
 		}
@@ -186,6 +216,7 @@ static void *worker_main(void *arg)
 {
 	struct vkv_ctx *ctx = arg;
 
+	in_worker = true;
 	pthread_mutex_lock(&ctx->lock);
 	while (!ctx->stop) {
 		ctx->worker_busy = true;

@@ -322,9 +322,10 @@ struct vkv_ctx {
  * entry and return, dropped meanwhile; all or nothing; -ENOMEM. */
 int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n);
 
-/* Take cached pages back from freed slots, least recently freed first,
- * until `want` pages went back to the pool or none is left. Called with
- * ctx->lock held; drops it while unmapping. Returns pages freed. */
+/* Take pages back until `want` pages went back to the pool or nothing is
+ * left: from freed slots, least recently freed first; then, except on the
+ * worker, the pages active slots hold beyond their last length. Called
+ * with ctx->lock held; drops it while unmapping. Returns pages freed. */
 uint64_t vkv__ctx_reclaim(struct vkv_ctx *ctx, uint64_t want);
 void vkv__ctx_kick(struct vkv_ctx *ctx);
 /* Publish this context's gauges to the stats segment (ctx->lock held). */

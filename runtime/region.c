@@ -168,8 +168,8 @@ static int slot_reserve_table(struct vkv_region *r, struct vkv_slot *sl,
 	return 0;
 }
 
-/* Take n pages from the pool, reclaiming cached slots when the budget is
- * exhausted, then demoting idle slots to a lower tier (automatic tiering).
+/* Take n pages from the pool, reclaiming cached slots (and the surplus of
+ * active ones) when the budget is exhausted, then demoting idle slots to a lower tier (automatic tiering).
  * Called with the lock held and the slot busy; drops the lock around the
  * pool. */
 int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
@@ -931,6 +931,9 @@ VKV_API int vkv_slot_share_prefix(vkv_region *r, uint32_t dst, uint32_t src,
 			vkv__page_ref(ctx, d->pages[i], true);
 		r->pages_mapped += (keep - old) * r->ntensors;
 		d->mapped = keep;
+		/* The prefix is data now: reclaim must not trim it. */
+		if (d->last_len < tokens)
+			d->last_len = tokens;
 	} else {
 		vkv__slot_drop_pages(r, dst, 0, old);
 		d->mapped = 0;

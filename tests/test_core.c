@@ -662,6 +662,42 @@ START_TEST(budget_exhaustion_is_clean)
 }
 END_TEST
 
+/* Under a spent budget, pages an active slot holds beyond its length
+ * (look-ahead, prefetch) are taken back before a commit fails. */
+START_TEST(budget_trims_active_surplus)
+{
+	vkv_ctx *ctx = make_ctx(0, 0);
+	uint64_t ps = ctx_page(ctx);
+
+	OK(vkv_ctx_destroy(ctx));
+	ctx = make_ctx(12 * ps, 0);
+	uint64_t tpp = ps / 256;
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 4 * tpp);
+	uint32_t a, b;
+	struct vkv_slot_info si;
+
+	OK(vkv_slot_alloc(r, 0, &a));
+	OK(vkv_slot_alloc(r, 0, &b));
+	OK(vkv_slot_ensure(r, a, tpp / 2));
+	fill_slot(r, a, 61, 0, tpp / 2);
+	OK(vkv_slot_prefetch(r, a, 2 * tpp)); /* all 12 pages */
+	OK(vkv_ctx_quiesce(ctx));
+	OK(vkv_slot_info(r, a, &si));
+	ck_assert_uint_eq(si.pages, 12);
+	OK(vkv_slot_ensure(r, b, tpp));
+	fill_slot(r, b, 62, 0, tpp);
+	OK(vkv_slot_info(r, a, &si));
+	ck_assert_uint_eq(si.pages, 6);
+	ck_assert(check_slot(r, a, 61, 0, tpp / 2));
+	ck_assert(check_slot(r, b, 62, 0, tpp));
+	/* What a holds for its length is never taken. */
+	FAILS(vkv_slot_ensure(r, b, 2 * tpp), -ENOMEM);
+	ck_assert(check_slot(r, a, 61, 0, tpp / 2));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 START_TEST(deferred_reclamation_reuses_pages)
 {
 	vkv_ctx *ctx = make_ctx(0, VKV_CTX_NO_WORKER);
@@ -994,6 +1030,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, reused_sharer_does_not_clobber_prefix);
 	tcase_add_test(tc, budget_exhaustion_is_clean);
 	tcase_add_test(tc, deferred_reclamation_reuses_pages);
+	tcase_add_test(tc, budget_trims_active_surplus);
 	tcase_add_test(tc, lookahead_commits_ahead);
 	suite_add_tcase(s, tc);
 
