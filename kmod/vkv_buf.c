@@ -21,11 +21,14 @@
 #include "uapi/vkv_ioctl.h"
 
 struct vkv_global vkv_stats;
+/* Buffer state and the LRU; see vkv.h for what it covers. */
 DEFINE_MUTEX(vkv_lock);
 static LIST_HEAD(vkv_lru); /* purgeable buffers, oldest first (vkv_lock) */
 
-/* Every page is zeroed and charged to the caller's memory cgroup; a
- * failed allocation returns NULL instead of calling the OOM killer. */
+/*
+ * Every page is zeroed and charged to the caller's memory cgroup; a
+ * failed allocation returns NULL instead of calling the OOM killer.
+ */
 #define VKV_GFP (GFP_HIGHUSER | __GFP_ZERO | __GFP_ACCOUNT | __GFP_NOWARN | \
 		 __GFP_RETRY_MAYFAIL)
 /* 2 MiB blocks are an opportunity, never worth hard reclaim. */
@@ -236,7 +239,7 @@ static void vkv_buf_release(struct kref *ref)
 	mutex_unlock(&vkv_lock);
 
 	if (!b->purged) {
-			vkv_put_pages(b->pages, b->nr_pages);
+		vkv_put_pages(b->pages, b->nr_pages);
 		vkv_uncharge(b->owner, (u64)b->nr_pages << PAGE_SHIFT);
 	}
 	atomic64_dec(&vkv_stats.buffers);

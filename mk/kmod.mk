@@ -25,25 +25,40 @@ $(KMOD_VM)/test_kmod: $(KMOD_TEST_DEPS)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -static -o $@ $(KMOD_TEST_SRCS) \
 		$(KMOD_STATIC_LIBS)
 
+# The backend's own suite links the library (it calls the backend's ops).
+$(BUILD)/tests/test_kmod_backend: tests/kmod/test_kmod_backend.c $(BUILD)/lib/libvkv.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
+		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)
+
 $(KMOD_VM)/vm_exit: tests/kmod/vm_exit.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -static -o $@ $<
 
-# The core suite, static, for VKV_BACKEND=kmod inside the VM. glibc warns
+# The core suite and the backend's suite, static, for the VM. glibc warns
 # that dlopen needs the shared libc at run time; the VM has none and the
 # cuda backend is not used there.
-$(KMOD_VM)/test_core: tests/test_core.c $(BUILD)/lib/libvkv.a
+define kmod_static_suite
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -static -o $@ $< $(BUILD)/lib/libvkv.a \
 		$(KMOD_STATIC_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS) >$@.log 2>&1 || \
 		{ cat $@.log; exit 1; }
 	@grep -v -e 'dlopen' -e 'statically linked' -e 'in function' $@.log || true
+endef
 
-ALL_TARGETS += $(BUILD)/tests/test_kmod
+$(KMOD_VM)/test_core: tests/test_core.c $(BUILD)/lib/libvkv.a
+	$(kmod_static_suite)
+
+$(KMOD_VM)/test_kmod_backend: tests/kmod/test_kmod_backend.c $(BUILD)/lib/libvkv.a
+	$(kmod_static_suite)
+
+ALL_TARGETS += $(BUILD)/tests/test_kmod $(BUILD)/tests/test_kmod_backend
 CHECK_TARGETS += check-kmod
 
 .PHONY: check-kmod kmod-vm-progs
-check-kmod: $(BUILD)/tests/test_kmod
+check-kmod: $(BUILD)/tests/test_kmod $(BUILD)/tests/test_kmod_backend
 	@$(BUILD)/tests/test_kmod; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 77 ]
+	VKV_LOG=quiet $(BUILD)/tests/test_kmod_backend
 
-kmod-vm-progs: $(KMOD_VM)/test_kmod $(KMOD_VM)/vm_exit $(KMOD_VM)/test_core
+kmod-vm-progs: $(KMOD_VM)/test_kmod $(KMOD_VM)/vm_exit $(KMOD_VM)/test_core \
+	$(KMOD_VM)/test_kmod_backend

@@ -25,23 +25,28 @@
 /* vkv_ioc_alloc.node: let the kernel choose (the caller's local node). */
 #define VKV_NODE_ANY 0xffffffffu
 
-/* vkv_ioc_alloc.flags */
-#define VKV_ALLOC_HUGE (1u << 0)   /* 2 MiB physically contiguous chunks
-				    * where available (size rounded up to
-				    * 2 MiB); 4 KiB pages otherwise */
-#define VKV_ALLOC_ZEROED (1u << 1) /* accepted for clarity: memory is
-				    * always zeroed */
+/*
+ * vkv_ioc_alloc.flags. HUGE: 2 MiB physically contiguous chunks where
+ * available (size rounded up to 2 MiB), 4 KiB pages otherwise. ZEROED:
+ * accepted for clarity; memory is always zeroed.
+ */
+#define VKV_ALLOC_HUGE (1u << 0)
+#define VKV_ALLOC_ZEROED (1u << 1)
 #define VKV_ALLOC_FLAGS (VKV_ALLOC_HUGE | VKV_ALLOC_ZEROED)
 
-/* The mmap offset of a buffer is id << VKV_MMAP_ID_SHIFT: buffers are at
- * most 1 TiB, and a mapping may start anywhere (page-aligned) inside one. */
+/*
+ * The mmap offset of a buffer is id << VKV_MMAP_ID_SHIFT: buffers are at
+ * most 1 TiB, and a mapping may start anywhere (page-aligned) inside one.
+ */
 #define VKV_MMAP_ID_SHIFT 40
 #define VKV_MAX_BUFFER_SIZE (1ull << VKV_MMAP_ID_SHIFT)
 
-/* VKV_IOC_ALLOC: create a buffer. */
+/*
+ * VKV_IOC_ALLOC: create a buffer. size is rounded up to the page size, or
+ * to 2 MiB with VKV_ALLOC_HUGE, and the rounded size is returned.
+ */
 struct vkv_ioc_alloc {
-	__u64 size;      /* in: bytes (> 0); out: rounded up to the page or
-			  * 2 MiB chunk size */
+	__u64 size;      /* in: bytes (> 0); out: rounded */
 	__u32 node;      /* in: NUMA node or VKV_NODE_ANY */
 	__u32 flags;     /* in: VKV_ALLOC_* */
 	__u64 id;        /* out: buffer id (> 0), unique in this file */
@@ -58,9 +63,11 @@ struct vkv_ioc_buf {
 	__u32 pad;     /* in: zero */
 };
 
-/* vkv_ioc_buf.flags */
-#define VKV_BUF_PURGED (1u << 0) /* PIN: the contents were dropped; the
-				  * buffer now holds fresh zeroed pages */
+/*
+ * vkv_ioc_buf.flags. PURGED (from PIN): the contents were dropped; the
+ * buffer now holds fresh zeroed pages.
+ */
+#define VKV_BUF_PURGED (1u << 0)
 
 /* VKV_IOC_INFO: the module and this file. */
 struct vkv_ioc_info {

@@ -51,6 +51,7 @@ run devnode test -c /dev/vkv
 [ "$fail" -eq 0 ] || finish
 
 run test_kmod /bin/test_kmod
+run test_kmod_backend /bin/test_kmod_backend
 if [ -x /bin/test_core ]; then
 	run core-kmod-2m env VKV_BACKEND=kmod VKV_TEST_PAGE=2097152 /bin/test_core
 	run core-kmod-4k env VKV_BACKEND=kmod VKV_TEST_PAGE=4096 /bin/test_core

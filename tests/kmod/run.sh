@@ -129,7 +129,8 @@ pack_initramfs() {
 	ln -s busybox "$root/bin/sh"
 	cp "$ROOT/tests/kmod/init.sh" "$root/init"
 	chmod 0755 "$root/init"
-	cp "$PROGS/test_kmod" "$PROGS/vm_exit" "$PROGS/test_core" "$root/bin/"
+	cp "$PROGS/test_kmod" "$PROGS/test_kmod_backend" "$PROGS/test_core" \
+		"$PROGS/vm_exit" "$root/bin/"
 	cp "$out/src/kmod/vkv.ko" "$root/vkv.ko"
 	image_module "$out" brd "$root/brd.ko" ||
 		log "no brd.ko in the image: the O_DIRECT test will skip"
