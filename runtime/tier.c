@@ -475,10 +475,8 @@ static int read_via_scratch(struct vkv_tier *t, struct vkv_tier_entry **ents,
 	}
 	err = b->ops->map_pages(b, base, phys, m);
 	if (!err) {
-		/* Fault it in first: a read into a page that is not mapped yet
-		 * cannot be issued without blocking, and io_uring would hand
-		 * it to a worker thread. */
-		madvise((void *)(uintptr_t)base, m * b->page_size, MADV_POPULATE_WRITE);
+		/* Not prefaulted: each read faults its own pages in as it is
+		 * issued, overlapping with the reads already in flight. */
 		err = vkv__nvme_transfer(t->nvme, ents, addr, m, false);
 		b->ops->unmap_pages(b, base, m);
 	}
