@@ -15,12 +15,14 @@
  *                  VKV_NVME_IO) and queue depth (--qd = VKV_NVME_QD), in the
  *                  same directory: a sequential write, then a read of it.
  *                  Without fio the floor is reported as null.
- * "ratio_write" = evict / floor write, "ratio_read" = restore / floor read.
+ * "ratio_write" = evict / floor write, "ratio_read" = restore / floor read,
+ * "ratio" = the smaller of the two.
  * Every repetition (--reps) after one warm-up round checks the data that
  * came back bit for bit; medians are reported.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -47,6 +49,7 @@ struct tier_result {
 	bool verified;
 	uint64_t size;              /* bytes actually moved per round */
 	char floor[16];
+	char backend[16];
 };
 
 static void tier_help(FILE *f)
@@ -58,7 +61,8 @@ static void tier_help(FILE *f)
 		   "  --size     bytes evicted and restored per round (default 512M)\n"
 		   "  --bs       NVMe I/O size (default 1M)\n"
 		   "  --qd       NVMe queue depth (default 32)\n"
-		   "  --reps     measured rounds after a warm-up (default 3)\n");
+		   "  --reps     measured rounds after a warm-up (default 3)\n"
+		   "  --backend  auto (default), host, cuda or kmod\n");
 }
 
 static int parse_tier_opts(int argc, char **argv, struct tier_opts *o)
@@ -273,6 +277,12 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 	rc.max_slots = TIER_SLOTS;
 	/* Two tensors (K, V) per slot: size / slots / 2 bytes each. */
 	rc.max_context = o->size / TIER_SLOTS / 2 / TIER_TOKEN;
+	{
+		struct vkv_ctx_info ci;
+
+		vkv_ctx_info(ctx, &ci);
+		snprintf(res->backend, sizeof(res->backend), "%s", ci.backend_name);
+	}
 	err = vkv_region_create(ctx, &rc, &r);
 	if (err)
 		goto out;
@@ -360,6 +370,7 @@ static void report(const struct tier_opts *o, const struct tier_result *res)
 		bench_json_begin(&j, stdout);
 		bench_json_str(&j, "bench", "tier");
 		bench_json_str(&j, "tier", tier);
+		bench_json_str(&j, "backend", res->backend);
 		bench_json_str(&j, "dir", o->dir);
 		bench_json_u64(&j, "size", res->size);
 		bench_json_u64(&j, "bs", o->bs);
@@ -372,12 +383,16 @@ static void report(const struct tier_opts *o, const struct tier_result *res)
 		bench_json_f64(&j, "floor_read_gbps", floor ? res->floor_r : 0.0 / 0.0);
 		bench_json_f64(&j, "ratio_write", floor ? res->evict / res->floor_w : 0.0 / 0.0);
 		bench_json_f64(&j, "ratio_read", floor ? res->restore / res->floor_r : 0.0 / 0.0);
+		/* The headline: the weaker direction. */
+		bench_json_f64(&j, "ratio", floor ? fmin(res->evict / res->floor_w,
+							  res->restore / res->floor_r)
+						  : 0.0 / 0.0);
 		bench_json_bool(&j, "verified", res->verified);
 		bench_json_end(&j);
 		return;
 	}
-	printf("tier %s: %.2f GB/s evict, %.2f GB/s restore (%llu MiB, bs %llu KiB, qd %llu)\n",
-	       tier, res->evict, res->restore, (unsigned long long)(res->size >> 20),
+	printf("tier %s (%s backend): %.2f GB/s evict, %.2f GB/s restore (%llu MiB, bs %llu KiB, qd %llu)\n",
+	       tier, res->backend, res->evict, res->restore, (unsigned long long)(res->size >> 20),
 	       (unsigned long long)(o->bs >> 10), (unsigned long long)o->qd);
 	if (floor)
 		printf("floor %s: %.2f GB/s write, %.2f GB/s read; ratio %.2f write, %.2f read\n",
