@@ -24,8 +24,8 @@
  *
  * Restoration of a batch: one fresh page per distinct entry (so pages
  * shared at eviction are shared again), mapped at the slots' old
- * addresses, then filled from the store. Nothing is copied into a page
- * before its data passed the checksum (NVMe).
+ * addresses, then filled from the store. NVMe blocks are read into staging
+ * buffers and copied into a page only after they passed their checksum.
  *
  * The automatic policy (VKV_TIER_AUTO=1) installs two hooks in the
  * context: tier_demote, called when the pool cannot give pages and nothing
@@ -447,46 +447,6 @@ static void unmap_all(struct vkv_region *r, const struct vkv_op *op,
 		vkv__slot_unmap_range(r, op->slots[k], 0, ts[k]->mapped);
 }
 
-/*
- * NVMe reads into host pages without a copy: the fresh pages are mapped at
- * a scratch reservation, read into there and verified, and only then
- * mapped into the slots. Corrupt data never appears at a slot's address.
- */
-static int read_via_scratch(struct vkv_tier *t, struct vkv_tier_entry **ents,
-			    struct vkv_page *const *pages, size_t m)
-{
-	struct vkv_backend *b = &t->ctx->backend;
-	uint64_t base, *addr = malloc((m ? m : 1) * sizeof(*addr));
-	vkv_phys *phys = malloc((m ? m : 1) * sizeof(*phys));
-	int err = 0;
-
-	if (!m)
-		goto out; /* slots that held no page */
-	if (!addr || !phys) {
-		err = vkv__set_error(-ENOMEM, "restore: out of host memory");
-		goto out;
-	}
-	err = b->ops->reserve(b, m * b->page_size, &base);
-	if (err)
-		goto out;
-	for (size_t i = 0; i < m; i++) {
-		phys[i] = pages[i]->phys;
-		addr[i] = base + i * b->page_size;
-	}
-	err = b->ops->map_pages(b, base, phys, m);
-	if (!err) {
-		/* Not prefaulted: each read faults its own pages in as it is
-		 * issued, overlapping with the reads already in flight. */
-		err = vkv__nvme_transfer(t->nvme, ents, addr, m, false);
-		b->ops->unmap_pages(b, base, m);
-	}
-	b->ops->unreserve(b, base, m * b->page_size);
-out:
-	free(addr);
-	free(phys);
-	return err;
-}
-
 /* After a failed restore: slots whose copy is bad come back empty (lock
  * held); the others stay evicted. */
 static void restore_failed(struct vkv_tier *t, struct vkv_op *op,
@@ -595,17 +555,13 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 		}
 	}
 	pthread_mutex_unlock(&ctx->lock);
-	if (tier == VKV_TIER_NVME && host_memory(&ctx->backend)) {
-		err = read_via_scratch(t, ents, pages, m);
-		if (!err)
-			err = map_batch(r, op, ts, false);
-	} else {
-		err = map_batch(r, op, ts, true);
-		if (!err) {
-			err = copy_entries(t, ents, addr, m, false);
-			if (err)
-				unmap_all(r, op, ts);
-		}
+	/* NVMe data is copied in block by block while later reads are in
+	 * flight: page faults there overlap with I/O, so no prefaulting. */
+	err = map_batch(r, op, ts, tier == VKV_TIER_DRAM);
+	if (!err) {
+		err = copy_entries(t, ents, addr, m, false);
+		if (err)
+			unmap_all(r, op, ts);
 	}
 	pthread_mutex_lock(&ctx->lock);
 	if (err) {

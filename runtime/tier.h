@@ -94,10 +94,9 @@ void vkv__nvme_free(struct vkv_tier_nvme *nv, struct vkv_tier_entry *e);
  * write: device -> file, recording the checksums. read: file -> device,
  * verifying every block before it is copied: a mismatch marks the entry
  * bad and gives -EBADMSG, a short read (truncated file) marks it bad and
- * gives -EIO, a failed read gives -EIO and leaves it good. When the
- * backend's memory is host memory, addr[] are host pointers the I/O uses
- * in place: a read's addr must then not be a slot's mapping (tier.c reads
- * into a scratch mapping and maps the pages into the slot after).
+ * gives -EIO, a failed read gives -EIO and leaves it good. Reads always
+ * go through staging buffers; writes of host memory (host, kmod backends)
+ * go straight from addr[], which are then host pointers.
  */
 int vkv__nvme_transfer(struct vkv_tier_nvme *nv, struct vkv_tier_entry **e,
 		       const uint64_t *addr, size_t n, bool write);

@@ -18,13 +18,12 @@
  * The I/O: a ring of VKV_NVME_QD I/Os of VKV_NVME_IO bytes, with the
  * staging buffers and the file registered with io_uring (fixed buffers,
  * fixed file), and every refill of the ring submitted with one system call.
- * Under cuda an eviction copies a block of the page into a free staging
- * buffer, checksums it and queues its write; a restoration reads the block,
- * verifies its checksum and only then copies it into the page. When the
- * backend's pages are host memory (host, kmod) there is no staging: the
- * I/O goes straight to the page, writes from the slot's own mapping and
- * reads into a scratch mapping of the fresh pages (tier.c), verified
- * before those pages are mapped into the slot. When
+ * An eviction copies a block of the page into a free staging buffer,
+ * checksums it and queues its write; when the backend's pages are host
+ * memory (host, kmod) the write goes straight from the slot's mapping
+ * instead (no copy). A restoration always reads a block into a staging
+ * buffer, verifies its checksum and only then copies it into the page, so
+ * that corrupt data never reaches a slot. When
  * io_uring is unavailable (seccomp, old kernel, VKV_FAULT_IO_URING), the
  * same loop runs on pread/pwrite, announced once.
  */
@@ -59,7 +58,7 @@ struct vkv_tier_nvme {
 	uint64_t used;            /* extents in use (lock) */
 	uint64_t hint;            /* next-fit start (lock) */
 	bool host_mem;            /* the backend's pages are host memory:
-				     I/O goes straight to them; read-only */
+				     writes go straight from them; read-only */
 	/* I/O (io_lock; set up with the file, under lock) */
 	bool uring, fixed_bufs, fixed_file;
 	struct io_uring ring;
@@ -139,10 +138,9 @@ static int nvme_open(struct vkv_tier_nvme *nv)
 	err = open_private(nv, vkv__opt_str(VKV_OPT_NVME_DIR));
 	if (err)
 		return err;
-	if (!nv->host_mem)
-		nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->qd * nv->io);
+	nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->qd * nv->io);
 	nv->freebuf = calloc(nv->qd, sizeof(*nv->freebuf));
-	if ((!nv->bufs && !nv->host_mem) || !nv->freebuf) {
+	if (!nv->bufs || !nv->freebuf) {
 		free(nv->bufs);
 		free(nv->freebuf);
 		nv->bufs = NULL;
@@ -259,13 +257,13 @@ struct xfer {
 	uint64_t total; /* I/Os */
 };
 
-/* Where the I/O of block ci goes: the page itself when it is host memory
- * (no copy), else staging buffer bi. */
+/* Where the I/O of block ci goes: a write of host memory straight from the
+ * page (no copy), anything else staging buffer bi. */
 static uint8_t *block_buf(const struct xfer *x, uint64_t ci, uint32_t bi)
 {
 	uint64_t i = ci / x->per, c = ci % x->per;
 
-	if (x->nv->host_mem)
+	if (x->nv->host_mem && x->write)
 		return (uint8_t *)(uintptr_t)(x->addr[i] + c * x->nv->io);
 	return x->nv->bufs + (uint64_t)bi * x->nv->io;
 }
@@ -323,8 +321,6 @@ static int block_done(const struct xfer *x, uint64_t ci, uint8_t *buf,
 				      (unsigned long long)x->e[i]->off,
 				      (unsigned long long)c);
 	}
-	if (x->nv->host_mem)
-		return 0; /* read in place (a scratch mapping, see tier.c) */
 	return b->ops->copy_from_host(b, x->addr[i] + c * io, buf, io);
 }
 
@@ -366,9 +362,8 @@ static void prep_io(struct xfer *x, struct io_uring_sqe *sqe, uint64_t ci,
 	uint64_t off = x->e[ci / x->per]->off + ci % x->per * nv->io;
 	int fd = nv->fixed_file ? 0 : nv->fd;
 
-	if (nv->host_mem)
-		io_uring_prep_rw(x->write ? IORING_OP_WRITE : IORING_OP_READ, sqe,
-				 fd, buf, (unsigned)nv->io, off);
+	if (nv->host_mem && x->write)
+		io_uring_prep_write(sqe, fd, buf, (unsigned)nv->io, off);
 	else if (nv->fixed_bufs && x->write)
 		io_uring_prep_write_fixed(sqe, fd, buf, (unsigned)nv->io, off, (int)bi);
 	else if (nv->fixed_bufs)
