@@ -194,7 +194,7 @@ static int store_alloc(struct vkv_tier *t, unsigned tier,
 		return vkv__dram_alloc(&t->dram, e, n);
 	if (!t->nvme) {
 		/* Created once, under ctx->lock (held by every caller). */
-		t->nvme = vkv__nvme_new(&t->ctx->backend);
+		t->nvme = vkv__nvme_new(&t->ctx->backend, &t->dram);
 		if (!t->nvme)
 			return vkv__set_error(-ENOMEM, "nvme tier: out of host memory");
 	}

@@ -75,13 +75,19 @@ void vkv__dram_fini(struct vkv_tier_dram *d);
 int vkv__dram_alloc(struct vkv_tier_dram *d, struct vkv_tier_entry **e,
 		    size_t n);
 void vkv__dram_free(struct vkv_tier_dram *d, struct vkv_tier_entry *e);
+/* Pin other host memory for DMA like the chunks (cuda: register it with
+ * the driver); false when there is nothing to do or it failed. */
+bool vkv__dram_pin(struct vkv_tier_dram *d, void *p, uint64_t bytes);
+void vkv__dram_unpin(struct vkv_tier_dram *d, void *p);
 
 /* ------------------------------------------------------------ tier_nvme.c */
 
 struct vkv_tier_nvme;
 
-/* Allocated on first use (the file is created then). */
-struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b);
+/* Allocated on first use (the file is created then). Staging buffers are
+ * pinned for DMA through `pin` (the DRAM store). */
+struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b,
+				    struct vkv_tier_dram *pin);
 void vkv__nvme_destroy(struct vkv_tier_nvme *nv);
 /* Give each entry an extent (the file grows, preallocated, as needed); all
  * or nothing. -ENOSPC (budget or disk full), -ENOENT (no VKV_NVME_DIR),

@@ -155,6 +155,36 @@ static void pin_chunk(struct vkv_tier_dram *d, struct dram_chunk *c)
 			  "(raise RLIMIT_MEMLOCK, `ulimit -l`)", strerror(errno));
 }
 
+bool vkv__dram_pin(struct vkv_tier_dram *d, void *p, uint64_t bytes)
+{
+	bool ok = false;
+
+#ifdef VKV_HAVE_CUDA_BACKEND
+	if (d->backend->kind == VKV_BACKEND_CUDA) {
+		pthread_mutex_lock(&d->lock);
+		ok = cuda_register(d, p, bytes);
+		pthread_mutex_unlock(&d->lock);
+	}
+#else
+	(void)d;
+	(void)p;
+	(void)bytes;
+#endif
+	return ok;
+}
+
+void vkv__dram_unpin(struct vkv_tier_dram *d, void *p)
+{
+#ifdef VKV_HAVE_CUDA_BACKEND
+	pthread_mutex_lock(&d->lock);
+	cuda_unregister(d, p);
+	pthread_mutex_unlock(&d->lock);
+#else
+	(void)d;
+	(void)p;
+#endif
+}
+
 /* ---------------------------------------------------------------- chunks */
 
 static int chunk_create(struct vkv_tier_dram *d, uint64_t bytes)

@@ -47,6 +47,8 @@ struct vkv_tier_nvme {
 	pthread_mutex_t lock;     /* the file, its size and the bitmap */
 	pthread_mutex_t io_lock;  /* the ring and the staging buffers */
 	struct vkv_backend *backend;
+	struct vkv_tier_dram *pin;/* pins the staging buffers; read-only */
+	bool bufs_pinned;         /* (lock) */
 	uint64_t block;           /* extent size: the page size; read-only */
 	uint64_t io;              /* bytes per I/O, divides block; read-only */
 	uint32_t qd;              /* I/Os in flight at most; read-only */
@@ -150,6 +152,9 @@ static int nvme_open(struct vkv_tier_nvme *nv)
 		nv->fd = -1;
 		return vkv__set_error(-ENOMEM, "nvme tier: out of host memory");
 	}
+	/* Under cuda, device <-> staging copies run at full speed only from
+	 * memory registered with the driver. */
+	nv->bufs_pinned = vkv__dram_pin(nv->pin, nv->bufs, (uint64_t)nv->qd * nv->io);
 	setup_uring(nv);
 	return 0;
 }
@@ -497,7 +502,8 @@ static uint64_t pow2_floor(uint64_t v)
 	return v ? 1ULL << (63 - __builtin_clzll(v)) : 0;
 }
 
-struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b)
+struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b,
+				    struct vkv_tier_dram *pin)
 {
 	struct vkv_tier_nvme *nv = calloc(1, sizeof(*nv));
 	uint64_t qd;
@@ -505,6 +511,7 @@ struct vkv_tier_nvme *vkv__nvme_new(struct vkv_backend *b)
 	if (!nv)
 		return NULL;
 	nv->backend = b;
+	nv->pin = pin;
 	nv->fd = -1;
 	nv->host_mem = b->kind == VKV_BACKEND_HOST || b->kind == VKV_BACKEND_KMOD;
 	nv->block = b->page_size < NVME_ALIGN ? NVME_ALIGN : b->page_size;
@@ -538,6 +545,8 @@ void vkv__nvme_destroy(struct vkv_tier_nvme *nv)
 		io_uring_queue_exit(&nv->ring);
 	if (nv->fd >= 0)
 		close(nv->fd);
+	if (nv->bufs_pinned)
+		vkv__dram_unpin(nv->pin, nv->bufs);
 	free(nv->bufs);
 	free(nv->freebuf);
 	free(nv->bits);
