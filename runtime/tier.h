@@ -50,6 +50,8 @@ struct dram_chunk {
 	uint64_t nfree;
 	uint64_t *bits;   /* 1 = block in use */
 	bool numa;        /* from numa_alloc_onnode (else mmap) */
+	bool kmod;        /* a /dev/vkv buffer, kmod_id */
+	uint64_t kmod_id;
 	bool locked;      /* mlock succeeded */
 	bool registered;  /* cuMemHostRegister succeeded */
 };
@@ -61,6 +63,7 @@ struct vkv_tier_dram {
 	uint64_t budget;           /* bytes; read-only */
 	uint64_t chunk_bytes;      /* growth step; read-only */
 	int node;                  /* NUMA node, -1 = none; read-only */
+	int kmod_fd;               /* /dev/vkv, -1 when absent; read-only */
 	struct dram_chunk *chunks;
 	size_t nchunks, cap;
 	uint64_t bytes_total;      /* allocated chunks */

@@ -15,6 +15,10 @@
  *  - pinned for DMA: cuMemHostRegister under cuda (copies then run at full
  *    PCIe speed), mlock otherwise. An mlock refused by RLIMIT_MEMLOCK is
  *    warned about once and the memory is used unpinned.
+ * Under the host and kmod backends, when /dev/vkv (vkv.ko) is there, chunks
+ * are the module's buffers instead: pinned, NUMA-placed and huge-page
+ * backed by the kernel, accounted across processes, without RLIMIT_MEMLOCK
+ * (any failure there falls back to the above).
  * Chunks stay until the context is destroyed: a tier that was needed once
  * is likely to be needed again, and re-pinning is slow.
  */
@@ -26,7 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include "kmod_dev.h"
 #include "tier.h"
 #ifdef VKV_HAVE_CUDA_BACKEND
 #include "cuda_driver.h"
@@ -187,6 +193,27 @@ void vkv__dram_unpin(struct vkv_tier_dram *d, void *p)
 
 /* ---------------------------------------------------------------- chunks */
 
+/* A chunk from /dev/vkv: 0, or -errno and nothing allocated. */
+static int chunk_from_kmod(struct vkv_tier_dram *d, struct dram_chunk *c,
+			   uint64_t bytes)
+{
+	struct vkv_kmod_buf buf;
+	void *p;
+	int err = vkv__kmod_alloc(d->kmod_fd, bytes, d->node, VKV_ALLOC_HUGE, &buf);
+
+	if (err)
+		return err;
+	err = vkv__kmod_map(d->kmod_fd, &buf, 0, bytes, NULL, &p);
+	if (err) {
+		vkv__kmod_free(d->kmod_fd, buf.id);
+		return err;
+	}
+	c->base = p;
+	c->kmod = true;
+	c->kmod_id = buf.id;
+	return 0;
+}
+
 static int chunk_create(struct vkv_tier_dram *d, uint64_t bytes)
 {
 	struct dram_chunk *c;
@@ -214,6 +241,8 @@ static int chunk_create(struct vkv_tier_dram *d, uint64_t bytes)
 				      "injected fault (VKV_FAULT_DRAM_ALLOC)",
 				      (unsigned long long)bytes);
 	}
+	if (d->kmod_fd >= 0 && chunk_from_kmod(d, c, bytes) == 0)
+		goto placed;
 	if (d->node >= 0) {
 		c->base = numa_alloc_onnode(bytes, d->node);
 		c->numa = c->base != NULL;
@@ -231,6 +260,7 @@ static int chunk_create(struct vkv_tier_dram *d, uint64_t bytes)
 	madvise(c->base, bytes, MADV_HUGEPAGE);
 	madvise(c->base, bytes, MADV_POPULATE_WRITE); /* older kernels: no-op */
 	pin_chunk(d, c);
+placed:
 	d->nchunks++;
 	d->bytes_total += bytes;
 	return 0;
@@ -246,7 +276,10 @@ static void chunk_destroy(struct vkv_tier_dram *d, struct dram_chunk *c)
 #endif
 	if (c->locked)
 		munlock(c->base, c->bytes);
-	if (c->numa)
+	if (c->kmod) {
+		munmap(c->base, c->bytes);
+		vkv__kmod_free(d->kmod_fd, c->kmod_id);
+	} else if (c->numa)
 		numa_free(c->base, c->bytes);
 	else
 		munmap(c->base, c->bytes);
@@ -286,6 +319,9 @@ int vkv__dram_init(struct vkv_tier_dram *d, struct vkv_backend *b)
 	if (d->chunk_bytes < d->block)
 		d->chunk_bytes = d->block;
 	d->node = pick_node(b);
+	d->kmod_fd = b->kind == VKV_BACKEND_CUDA ? -1 : vkv__kmod_open();
+	if (d->kmod_fd < 0)
+		d->kmod_fd = -1;
 	return 0;
 }
 
@@ -297,6 +333,8 @@ void vkv__dram_fini(struct vkv_tier_dram *d)
 	for (size_t i = 0; i < d->nchunks; i++)
 		chunk_destroy(d, &d->chunks[i]);
 	free(d->chunks);
+	if (d->kmod_fd >= 0)
+		close(d->kmod_fd);
 #ifdef VKV_HAVE_CUDA_BACKEND
 	cuda_release(d);
 #endif
