@@ -2,7 +2,8 @@
 # tier: eviction of slots to host DRAM (libnuma) and NVMe (liburing), the
 # automatic policy, and their Check suite.
 #
-#   make check-tier        the suite (NVMe files in $(TIER_TEST_DIR))
+#   make check-tier        the suite, 2 MiB and 4 KiB pages (NVMe files in
+#                          $(TIER_TEST_DIR))
 #
 # The NVMe tests need a directory on a real disk: tmpfs has no O_DIRECT
 # (the tier then falls back to buffered I/O, which the suite also covers).
@@ -19,11 +20,13 @@ $(TEST_TIER): tests/test_tier.c $(BUILD)/lib/libvkv.a
 		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)
 
 ALL_TARGETS += $(TEST_TIER)
+TIER_ENV := VKV_LOG=quiet VKV_BACKEND=host VKV_TEST_DIR=$(TIER_TEST_DIR) \
+	ASAN_OPTIONS=handle_segv=0:detect_leaks=1 TSAN_OPTIONS=handle_segv=0
 
 .PHONY: check-tier
 check-tier: $(TEST_TIER)
-	VKV_LOG=quiet VKV_BACKEND=host VKV_TEST_PAGE=2097152 \
-		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
+	$(TIER_ENV) VKV_TEST_PAGE=2097152 $(TEST_TIER)
+	$(TIER_ENV) VKV_TEST_PAGE=4096 $(TEST_TIER)
 CHECK_TARGETS += check-tier
 
 # vkvbench tier (tiny, both tiers) and the demo's preemption by eviction:
@@ -34,7 +37,7 @@ check-tier-demo: $(BUILD)/bin/vkvbench
 CHECK_TARGETS += check-tier-demo
 
 # The suite on the cuda backend against the CUDA driver test double: the
-# staged NVMe path (no zero-copy), cuMemHostRegister'ed DRAM buffers, and a
+# NVMe writes through staging buffers, cuMemHostRegister'ed buffers, and a
 # granularity that is not 2 MiB.
 ifneq ($(CUDADOUBLE),)
 .PHONY: check-tier-cuda
