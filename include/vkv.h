@@ -360,8 +360,10 @@ typedef struct vkv_op vkv_op;
  * slot must be allocated and not evicted; the engine must have no work in
  * flight that writes to them (under cuda, vkv waits for the work queued on
  * the registered stream). Returns 0 and *op (or the result when op is
- * NULL); -EINVAL for bad arguments, -EAGAIN for an already evicted slot.
- * The operation's result: 0, -ENOSPC when the tier's budget or disk is
+ * NULL); -EINVAL for bad arguments (a slot twice, a slot not allocated),
+ * -EAGAIN for an already evicted slot, -EBUSY for a slot that another
+ * thread is stepping. Submission waits for slots that an earlier operation
+ * or a map in progress holds. The operation's result: 0, -ENOSPC when the tier's budget or disk is
  * full, -ENOMEM, -EIO, -ENOENT when VKV_NVME_DIR does not exist.
  */
 VKV_API int vkv_evict(vkv_region *r, const uint32_t *slots, size_t n,
@@ -370,7 +372,7 @@ VKV_API int vkv_evict(vkv_region *r, const uint32_t *slots, size_t n,
 /*
  * Restore evicted slots[0..n) of r to the backend's memory. Returns 0 and
  * *op (or the result when op is NULL); -EINVAL for a slot that is not
- * evicted. The operation's result: 0, -ENOMEM when the pool's budget has no
+ * evicted, or slots in different tiers. The operation's result: 0, -ENOMEM when the pool's budget has no
  * room (the slots stay evicted), -EIO for a failed or short read,
  * -EBADMSG when a checksum did not match (see the guarantees above).
  */
