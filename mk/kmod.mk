@@ -31,6 +31,12 @@ $(BUILD)/tests/test_kmod_backend: tests/kmod/test_kmod_backend.c $(BUILD)/lib/li
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
 		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)
 
+# The ABI from a 32-bit process (compat_ioctl, mmap2); needs gcc-multilib.
+$(KMOD_VM)/test_kmod_compat: tests/kmod/test_kmod_compat.c runtime/kmod_dev.c \
+		runtime/kmod_dev.h include/uapi/vkv_ioctl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -m32 -static -o $@ $< runtime/kmod_dev.c
+
 $(KMOD_VM)/vm_exit: tests/kmod/vm_exit.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -static -o $@ $<
@@ -61,4 +67,4 @@ check-kmod: $(BUILD)/tests/test_kmod $(BUILD)/tests/test_kmod_backend
 	VKV_LOG=quiet $(BUILD)/tests/test_kmod_backend
 
 kmod-vm-progs: $(KMOD_VM)/test_kmod $(KMOD_VM)/vm_exit $(KMOD_VM)/test_core \
-	$(KMOD_VM)/test_kmod_backend
+	$(KMOD_VM)/test_kmod_backend $(KMOD_VM)/test_kmod_compat

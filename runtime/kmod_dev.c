@@ -2,8 +2,10 @@
 /*
  * kmod_dev.c - ioctl and mmap wrappers of /dev/vkv (see kmod_dev.h). Kept
  * free of the rest of libvkv so that the VM tests and the tier can link it
- * alone.
+ * alone. Offsets are id << 40: 32-bit builds need a 64-bit off_t.
  */
+#define _FILE_OFFSET_BITS 64
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>

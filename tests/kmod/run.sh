@@ -14,9 +14,10 @@
 #
 # Environment: VKV_KMOD_BUILD (output dir, default build-kmod-vm),
 # VKV_KMOD_TIMEOUT (seconds per VM, 600), VKV_KMOD_MEM (guest RAM, 768M),
-# VKV_KMOD_PLANT=failtest|warn|oops|nozero (plant a failure to prove the
-# harness catches it: a failing test, a WARN_ON in the module's load path, a
-# NULL dereference in its ioctl path, pages handed out without zeroing).
+# VKV_KMOD_PLANT=failtest|warn|oops|nozero|leak (plant a failure to prove
+# the harness catches it: a failing test, a WARN_ON in the module's load
+# path, a NULL dereference in its ioctl path, pages handed out without
+# zeroing, one page of every freed buffer kept by an extra reference).
 # Exit status: 0 all kernels passed, 1 a test failed, 2 setup error.
 set -euo pipefail
 
@@ -40,7 +41,7 @@ BUSYBOX=/bin/busybox
 file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
 	ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
 	die "$BUSYBOX is not static (install busybox-static)"
-case "$PLANT" in '' | failtest | warn | oops | nozero) ;; *) die "unknown VKV_KMOD_PLANT=$PLANT" ;; esac
+case "$PLANT" in '' | failtest | warn | oops | nozero | leak) ;; *) die "unknown VKV_KMOD_PLANT=$PLANT" ;; esac
 
 if [ $# -gt 0 ]; then
 	KRELS=("$@")
@@ -68,6 +69,8 @@ build_module() {
 	cp -r "$ROOT/include/uapi" "$out/src/include/"
 	case "$PLANT" in
 	warn) sed -i 's/^\tret = vkv_buf_init();/\tWARN_ON(1);\n&/' "$out/src/kmod/vkv_main.c" ;;
+	leak) sed -i 's/^\t\tvkv_put_pages(b->pages, b->nr_pages);/\t\tget_page(b->pages[0]);\n&/' \
+		"$out/src/kmod/vkv_buf.c" ;;
 	nozero) sed -i 's/GFP_HIGHUSER | __GFP_ZERO |/GFP_HIGHUSER |/' "$out/src/kmod/vkv_buf.c" ;;
 	oops) sed -i 's/^\tswitch (cmd) {/\tif (cmd == VKV_IOC_INFO)\n\t\t*(volatile int *)0 = 1;\n&/' \
 		"$out/src/kmod/vkv_main.c" ;;
@@ -130,7 +133,7 @@ pack_initramfs() {
 	cp "$ROOT/tests/kmod/init.sh" "$root/init"
 	chmod 0755 "$root/init"
 	cp "$PROGS/test_kmod" "$PROGS/test_kmod_backend" "$PROGS/test_core" \
-		"$PROGS/vm_exit" "$root/bin/"
+		"$PROGS/test_kmod_compat" "$PROGS/vm_exit" "$root/bin/"
 	cp "$out/src/kmod/vkv.ko" "$root/vkv.ko"
 	image_module "$out" brd "$root/brd.ko" ||
 		log "no brd.ko in the image: the O_DIRECT test will skip"
