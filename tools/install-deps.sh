@@ -26,6 +26,7 @@ PKGS=(
 	busybox-static
 	cpio
 	sparse
+	gcc-multilib
 	python3-torch
 	python3-pytest
 	python3-pip
