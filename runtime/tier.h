@@ -49,6 +49,7 @@ struct dram_chunk {
 	uint64_t nblocks;
 	uint64_t nfree;
 	uint64_t *bits;   /* 1 = block in use */
+	uint64_t hint;    /* word where the last free block was found */
 	bool numa;        /* from numa_alloc_onnode (else mmap) */
 	bool kmod;        /* a /dev/vkv buffer, kmod_id */
 	uint64_t kmod_id;

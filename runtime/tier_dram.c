@@ -289,17 +289,21 @@ static void chunk_destroy(struct vkv_tier_dram *d, struct dram_chunk *c)
 /* One free block of chunk c (which has one). */
 static void *chunk_take(struct vkv_tier_dram *d, struct dram_chunk *c)
 {
-	for (uint64_t w = 0; w < (c->nblocks + 63) / 64; w++) {
-		uint64_t freebits = ~c->bits[w];
-		uint64_t i;
+	uint64_t words = (c->nblocks + 63) / 64;
+
+	/* Next fit from the last word that had room: a batch's blocks are
+	 * taken in one sweep, not one scan from the start each. */
+	for (uint64_t k = 0; k < words; k++) {
+		uint64_t w = (c->hint + k) % words, freebits = ~c->bits[w], i;
 
 		if (!freebits)
 			continue;
 		i = w * 64 + (uint64_t)__builtin_ctzll(freebits);
 		if (i >= c->nblocks)
-			break;
+			continue;
 		c->bits[w] |= 1ULL << (i % 64);
 		c->nfree--;
+		c->hint = w;
 		d->blocks_used++;
 		return c->base + i * d->block;
 	}
