@@ -688,7 +688,8 @@ static uint64_t meminfo(const char *key)
 /*
  * Fill half of the available memory with purgeable buffers, then touch
  * anonymous memory worth 3/4 of it: the shrinker must give memory back,
- * we must not be OOM-killed, and every purge must be reported by PIN.
+ * oldest first, we must not be OOM-killed, and every purge must be
+ * reported by PIN.
  */
 START_TEST(test_pressure_purges)
 {
@@ -724,6 +725,11 @@ START_TEST(test_pressure_purges)
 		uint8_t *p;
 
 		ck_assert_int_eq(vkv__kmod_pin(fd, bufs[i].id, &purged), 0);
+		/* Least recently unpinned first: the purged ones are a prefix
+		 * of the unpin order (pinning goes in that order too, so a
+		 * purge while we pin still takes the oldest left). */
+		ck_assert_msg(!purged || reported == i,
+			      "buffer %" PRIu64 " purged after a kept one", i);
 		reported += purged;
 		p = must_map(fd, &bufs[i]);
 		ck_assert_msg(all_bytes(p, bufs[i].size,
