@@ -107,6 +107,29 @@ extern const struct vkv_backend_ops *const vkv__backend_cuda_ops;
 extern const struct vkv_backend_ops *const vkv__backend_kmod_ops;
 
 /*
+ * The half of the contract that every backend whose memory is host memory
+ * shares (host, kmod), in backend_host.c: reservations as anonymous
+ * mappings, pages mapped from a file descriptor at their vkv_phys offset
+ * (runs of consecutive offsets in one call), unmap by putting the
+ * reservation's mapping back, plain copies, no fences.
+ */
+int vkv__hostmem_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr);
+int vkv__hostmem_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size);
+int vkv__hostmem_map_fd(struct vkv_backend *b, int fd, uint64_t addr,
+			const vkv_phys *pages, size_t n);
+int vkv__hostmem_unmap(struct vkv_backend *b, uint64_t addr, size_t n);
+int vkv__hostmem_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
+			 uint64_t bytes);
+int vkv__hostmem_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
+			      uint64_t bytes);
+int vkv__hostmem_copy_from_host(struct vkv_backend *b, uint64_t dst,
+				const void *src, uint64_t bytes);
+int vkv__hostmem_fence_record(struct vkv_backend *b, vkv_fence *fence);
+int vkv__hostmem_fence_wait(struct vkv_backend *b, vkv_fence fence);
+void vkv__hostmem_fence_drop(struct vkv_backend *b, vkv_fence fence);
+int vkv__hostmem_set_stream(struct vkv_backend *b, void *stream);
+
+/*
  * Open the backend cfg asks for; VKV_BACKEND_AUTO tries cuda, then host.
  * On success b->ops is set.
  */

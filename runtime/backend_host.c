@@ -52,6 +52,8 @@ struct host_priv {
 	uint64_t free_head, nfree, free_cap; /* (lock) */
 };
 
+/* ------------------------------------------- shared by host-memory backends */
+
 static int host_reserve_prot(const struct vkv_backend *b)
 {
 	return b->unbacked == VKV_UNBACKED_ZERO ? PROT_READ : PROT_NONE;
@@ -124,7 +126,7 @@ static void host_close(struct vkv_backend *b)
 	b->priv = NULL;
 }
 
-static int host_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr)
+int vkv__hostmem_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr)
 {
 	uint64_t align = b->page_size, span;
 	uint8_t *p, *start;
@@ -150,7 +152,7 @@ static int host_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr)
 	return 0;
 }
 
-static int host_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size)
+int vkv__hostmem_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size)
 {
 	(void)b;
 	if (munmap((void *)(uintptr_t)addr, size) != 0)
@@ -246,7 +248,7 @@ static void host_page_release(struct vkv_backend *b, vkv_phys page)
 	pthread_mutex_unlock(&hp->lock);
 }
 
-static int host_unmap_pages(struct vkv_backend *b, uint64_t addr, size_t n)
+int vkv__hostmem_unmap(struct vkv_backend *b, uint64_t addr, size_t n)
 {
 	void *want = (void *)(uintptr_t)addr, *p;
 	size_t len = n * b->page_size;
@@ -277,10 +279,9 @@ static int host_unmap_pages(struct vkv_backend *b, uint64_t addr, size_t n)
 			      strerror(errno));
 }
 
-static int host_map_pages(struct vkv_backend *b, uint64_t addr,
-			  const vkv_phys *pages, size_t n)
+int vkv__hostmem_map_fd(struct vkv_backend *b, int fd, uint64_t addr,
+			const vkv_phys *pages, size_t n)
 {
-	struct host_priv *hp = b->priv;
 	uint64_t ps = b->page_size;
 	size_t i = 0, run;
 	void *p;
@@ -293,14 +294,16 @@ static int host_map_pages(struct vkv_backend *b, uint64_t addr,
 		     run++)
 			;
 		p = mmap((void *)(uintptr_t)(addr + i * ps), run * ps,
-			 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, hp->fd,
+			 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
 			 (off_t)pages[i]);
 		if (p == MAP_FAILED) {
 			err = errno;
 			if (i)
-				host_unmap_pages(b, addr, i);
-			return vkv__set_error(err == ENOMEM ? -ENOMEM : -EIO,
-					      "map: mmap(MAP_FIXED|MAP_SHARED): %s%s",
+				vkv__hostmem_unmap(b, addr, i);
+			return vkv__set_error(err == ENOMEM ? -ENOMEM :
+					      err == EINVAL ? -EINVAL : -EIO,
+					      "map: mmap(MAP_FIXED|MAP_SHARED) of %s offset 0x%llx: %s%s",
+					      b->ops->name, (unsigned long long)pages[i],
 					      strerror(err),
 					      err == ENOMEM ? " (vm.max_map_count reached? try 2M pages)" : "");
 		}
@@ -309,7 +312,15 @@ static int host_map_pages(struct vkv_backend *b, uint64_t addr,
 	return 0;
 }
 
-static int host_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
+static int host_map_pages(struct vkv_backend *b, uint64_t addr,
+			  const vkv_phys *pages, size_t n)
+{
+	struct host_priv *hp = b->priv;
+
+	return vkv__hostmem_map_fd(b, hp->fd, addr, pages, n);
+}
+
+int vkv__hostmem_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
 			uint64_t bytes)
 {
 	(void)b;
@@ -317,7 +328,7 @@ static int host_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
 	return 0;
 }
 
-static int host_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
+int vkv__hostmem_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
 			     uint64_t bytes)
 {
 	(void)b;
@@ -325,7 +336,7 @@ static int host_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
 	return 0;
 }
 
-static int host_copy_from_host(struct vkv_backend *b, uint64_t dst,
+int vkv__hostmem_copy_from_host(struct vkv_backend *b, uint64_t dst,
 			       const void *src, uint64_t bytes)
 {
 	(void)b;
@@ -334,27 +345,27 @@ static int host_copy_from_host(struct vkv_backend *b, uint64_t dst,
 }
 
 /* Host engines compute synchronously: nothing is in flight at free time. */
-static int host_fence_record(struct vkv_backend *b, vkv_fence *fence)
+int vkv__hostmem_fence_record(struct vkv_backend *b, vkv_fence *fence)
 {
 	(void)b;
 	*fence = 0;
 	return 0;
 }
 
-static int host_fence_wait(struct vkv_backend *b, vkv_fence fence)
+int vkv__hostmem_fence_wait(struct vkv_backend *b, vkv_fence fence)
 {
 	(void)b;
 	(void)fence;
 	return 0;
 }
 
-static void host_fence_drop(struct vkv_backend *b, vkv_fence fence)
+void vkv__hostmem_fence_drop(struct vkv_backend *b, vkv_fence fence)
 {
 	(void)b;
 	(void)fence;
 }
 
-static int host_set_stream(struct vkv_backend *b, void *stream)
+int vkv__hostmem_set_stream(struct vkv_backend *b, void *stream)
 {
 	(void)b;
 	(void)stream;
@@ -365,17 +376,17 @@ const struct vkv_backend_ops vkv__backend_host_ops = {
 	.name = "host",
 	.open = host_open,
 	.close = host_close,
-	.reserve = host_reserve,
-	.unreserve = host_unreserve,
+	.reserve = vkv__hostmem_reserve,
+	.unreserve = vkv__hostmem_unreserve,
 	.page_create = host_page_create,
 	.page_release = host_page_release,
 	.map_pages = host_map_pages,
-	.unmap_pages = host_unmap_pages,
-	.copy_dd = host_copy_dd,
-	.copy_to_host = host_copy_to_host,
-	.copy_from_host = host_copy_from_host,
-	.fence_record = host_fence_record,
-	.fence_wait = host_fence_wait,
-	.fence_drop = host_fence_drop,
-	.set_stream = host_set_stream,
+	.unmap_pages = vkv__hostmem_unmap,
+	.copy_dd = vkv__hostmem_copy_dd,
+	.copy_to_host = vkv__hostmem_copy_to_host,
+	.copy_from_host = vkv__hostmem_copy_from_host,
+	.fence_record = vkv__hostmem_fence_record,
+	.fence_wait = vkv__hostmem_fence_wait,
+	.fence_drop = vkv__hostmem_fence_drop,
+	.set_stream = vkv__hostmem_set_stream,
 };

@@ -51,11 +51,6 @@ struct kmod_priv {
 	uint64_t partial;         /* id of a chunk with free pieces, 0 (lock) */
 };
 
-static int kmod_reserve_prot(const struct vkv_backend *b)
-{
-	return b->unbacked == VKV_UNBACKED_ZERO ? PROT_READ : PROT_NONE;
-}
-
 static int kmod_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
 {
 	uint64_t page = cfg->page_size ? cfg->page_size : KMOD_HUGE_PAGE;
@@ -123,40 +118,6 @@ static void kmod_close(struct vkv_backend *b)
 	b->priv = NULL;
 }
 
-static int kmod_reserve(struct vkv_backend *b, uint64_t size, uint64_t *addr)
-{
-	uint64_t align = b->page_size, span;
-	uint8_t *p, *start;
-
-	if (size == 0 || size % b->page_size)
-		return vkv__set_error(-EINVAL, "reserve: bad size %llu",
-				      (unsigned long long)size);
-	if (__builtin_add_overflow(size, align, &span))
-		return vkv__set_error(-EOVERFLOW, "reserve: size overflows");
-	p = mmap(NULL, span, kmod_reserve_prot(b),
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return vkv__set_error(-ENOMEM, "reserve: mmap of %llu bytes: %s",
-				      (unsigned long long)span, strerror(errno));
-	start = (uint8_t *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-	if (start > p)
-		munmap(p, (size_t)(start - p));
-	if (start + size < p + span)
-		munmap(start + size, (size_t)(p + span - (start + size)));
-	*addr = (uint64_t)(uintptr_t)start;
-	return 0;
-}
-
-static int kmod_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size)
-{
-	(void)b;
-	if (munmap((void *)(uintptr_t)addr, size) != 0)
-		return vkv__set_error(-errno, "unreserve: munmap: %s",
-				      strerror(errno));
-	return 0;
-}
-
-/* Track a new chunk by its id (lock held). */
 static int chunk_insert(struct kmod_priv *kp, struct kmod_chunk *c)
 {
 	uint64_t id = c->buf.id;
@@ -274,121 +235,31 @@ static void kmod_page_release(struct vkv_backend *b, vkv_phys page)
 	pthread_mutex_unlock(&kp->lock);
 }
 
-static int kmod_unmap_pages(struct vkv_backend *b, uint64_t addr, size_t n)
-{
-	void *p = mmap((void *)(uintptr_t)addr, n * b->page_size,
-		       kmod_reserve_prot(b),
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-		       -1, 0);
-
-	if (p == MAP_FAILED)
-		return vkv__set_error(-errno, "unmap: mmap(MAP_FIXED) %zu pages: %s",
-				      n, strerror(errno));
-	return 0;
-}
-
 static int kmod_map_pages(struct vkv_backend *b, uint64_t addr,
 			  const vkv_phys *pages, size_t n)
 {
 	struct kmod_priv *kp = b->priv;
-	uint64_t ps = b->page_size;
-	size_t i = 0, run;
-	void *p;
-	int err;
 
-	if (vkv__fault_hit(VKV_FAULT_MAP))
-		return vkv__set_error(-ENOMEM, "map: injected failure (VKV_FAULT_MAP)");
-	while (i < n) {
-		for (run = 1; i + run < n && pages[i + run] == pages[i] + run * ps;
-		     run++)
-			;
-		p = mmap((void *)(uintptr_t)(addr + i * ps), run * ps,
-			 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, kp->fd,
-			 (off_t)pages[i]);
-		if (p == MAP_FAILED) {
-			err = errno;
-			if (i)
-				kmod_unmap_pages(b, addr, i);
-			return vkv__set_error(err == ENOMEM ? -ENOMEM :
-					      err == EINVAL ? -EINVAL : -EIO,
-					      "map: mmap of /dev/vkv offset 0x%llx: %s",
-					      (unsigned long long)pages[i],
-					      strerror(err));
-		}
-		i += run;
-	}
-	return 0;
-}
-
-static int kmod_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,
-			uint64_t bytes)
-{
-	(void)b;
-	memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, bytes);
-	return 0;
-}
-
-static int kmod_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
-			     uint64_t bytes)
-{
-	(void)b;
-	memcpy(dst, (const void *)(uintptr_t)src, bytes);
-	return 0;
-}
-
-static int kmod_copy_from_host(struct vkv_backend *b, uint64_t dst,
-			       const void *src, uint64_t bytes)
-{
-	(void)b;
-	memcpy((void *)(uintptr_t)dst, src, bytes);
-	return 0;
-}
-
-/* Host memory: computation is synchronous, no fence is ever pending. */
-static int kmod_fence_record(struct vkv_backend *b, vkv_fence *fence)
-{
-	(void)b;
-	*fence = 0;
-	return 0;
-}
-
-static int kmod_fence_wait(struct vkv_backend *b, vkv_fence fence)
-{
-	(void)b;
-	(void)fence;
-	return 0;
-}
-
-static void kmod_fence_drop(struct vkv_backend *b, vkv_fence fence)
-{
-	(void)b;
-	(void)fence;
-}
-
-static int kmod_set_stream(struct vkv_backend *b, void *stream)
-{
-	(void)b;
-	(void)stream;
-	return 0;
+	return vkv__hostmem_map_fd(b, kp->fd, addr, pages, n);
 }
 
 static const struct vkv_backend_ops kmod_ops = {
 	.name = "kmod",
 	.open = kmod_open,
 	.close = kmod_close,
-	.reserve = kmod_reserve,
-	.unreserve = kmod_unreserve,
+	.reserve = vkv__hostmem_reserve,
+	.unreserve = vkv__hostmem_unreserve,
 	.page_create = kmod_page_create,
 	.page_release = kmod_page_release,
 	.map_pages = kmod_map_pages,
-	.unmap_pages = kmod_unmap_pages,
-	.copy_dd = kmod_copy_dd,
-	.copy_to_host = kmod_copy_to_host,
-	.copy_from_host = kmod_copy_from_host,
-	.fence_record = kmod_fence_record,
-	.fence_wait = kmod_fence_wait,
-	.fence_drop = kmod_fence_drop,
-	.set_stream = kmod_set_stream,
+	.unmap_pages = vkv__hostmem_unmap,
+	.copy_dd = vkv__hostmem_copy_dd,
+	.copy_to_host = vkv__hostmem_copy_to_host,
+	.copy_from_host = vkv__hostmem_copy_from_host,
+	.fence_record = vkv__hostmem_fence_record,
+	.fence_wait = vkv__hostmem_fence_wait,
+	.fence_drop = vkv__hostmem_fence_drop,
+	.set_stream = vkv__hostmem_set_stream,
 };
 
 const struct vkv_backend_ops *const vkv__backend_kmod_ops = &kmod_ops;
