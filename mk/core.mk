@@ -2,7 +2,7 @@
 # sizes, under the plain, sanitizer and valgrind builds.
 TEST_CORE := $(BUILD)/tests/test_core
 
-$(TEST_CORE): tests/test_core.c $(BUILD)/lib/libvkv.a
+$(TEST_CORE): tests/test_core.c tests/vkv_check.h $(BUILD)/lib/libvkv.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
 		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)

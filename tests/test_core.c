@@ -25,21 +25,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "vkv_check.h"
 #include "vkv.h"
 #include "vkv_stats.h"
 
-#define OK(expr)                                                              \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == 0, "%s = %d (%s)", #expr, _e,             \
-			      vkv_strerror(_e));                              \
-	} while (0)
-#define FAILS(expr, code)                                                     \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == (code), "%s = %d, expected %d (%s)",      \
-			      #expr, _e, (code), vkv_strerror(_e));           \
-	} while (0)
 
 /* Page size for this run: VKV_TEST_PAGE (bytes), 0 = backend default. */
 static uint64_t test_page(void)
@@ -1053,11 +1042,5 @@ static Suite *core_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(core_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vkv_check_run(core_suite());
 }

@@ -37,24 +37,13 @@
 #include "cuda_driver.h"
 #include "fakecuda.h"
 #include "internal.h"
+#include "vkv_check.h"
 #include "vkv.h"
 
 extern char **environ;
 
 #define MIB (1ULL << 20)
 
-#define OK(expr)                                                              \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == 0, "%s = %d (%s)", #expr, _e,             \
-			      vkv_strerror(_e));                              \
-	} while (0)
-#define FAILS(expr, code)                                                     \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == (code), "%s = %d, expected %d (%s)",      \
-			      #expr, _e, (code), vkv_strerror(_e));           \
-	} while (0)
 
 /* ------------------------------------------------------- the double's side */
 
@@ -1109,9 +1098,6 @@ static Suite *cuda_suite(void)
 
 int main(int argc, char **argv)
 {
-	SRunner *sr;
-	int failed;
-
 	self_path = argv[0];
 	if (argc > 1 && !strcmp(argv[1], "--no-device"))
 		return child_no_device(false);
@@ -1130,9 +1116,5 @@ int main(int argc, char **argv)
 		printf("test_cuda: real driver %d: the contract and API tests "
 		       "run, fault injection and leak checks are skipped\n",
 		       vkv__cu()->driver_version);
-	sr = srunner_create(cuda_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return vkv_check_run(cuda_suite());
 }

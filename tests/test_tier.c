@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vkv_check.h"
 #include "vkv.h"
 #include "vkv_stats.h"
 
@@ -33,18 +34,6 @@ uint32_t vkv__crc32c(uint32_t crc, const void *buf, size_t len);
 uint32_t vkv__crc32c_sw(uint32_t crc, const void *buf, size_t len);
 int vkv__tier_nvme_fd(vkv_ctx *ctx);
 
-#define OK(expr)                                                              \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == 0, "%s = %d (%s)", #expr, _e,             \
-			      vkv_strerror(_e));                              \
-	} while (0)
-#define FAILS(expr, code)                                                     \
-	do {                                                                  \
-		int _e = (expr);                                              \
-		ck_assert_msg(_e == (code), "%s = %d, expected %d (%s)",      \
-			      #expr, _e, (code), vkv_strerror(_e));           \
-	} while (0)
 
 #define LAYERS 2
 #define HEADS 2
@@ -972,11 +961,5 @@ static Suite *tier_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(tier_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return vkv_check_run(tier_suite());
 }
