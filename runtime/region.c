@@ -809,6 +809,10 @@ VKV_API int vkv_step(vkv_region *r, const uint32_t *slots, const uint64_t *lens,
 		r->slots[slots[i]].used_at = ctx->tick;
 		pinned++;
 	}
+	/* Lengths first: a commit below that must take pages from active
+	 * slots' surplus then sees this batch's needs, not the last one's. */
+	for (size_t i = 0; i < n && !err; i++)
+		r->slots[slots[i]].last_len = lens[i];
 	for (size_t i = 0; i < n && !err; i++) {
 		struct vkv_slot *sl = &r->slots[slots[i]];
 		uint64_t need = vkv__pages_for(r, lens[i]);
@@ -821,7 +825,6 @@ VKV_API int vkv_step(vkv_region *r, const uint32_t *slots, const uint64_t *lens,
 				break;
 			}
 		}
-		sl->last_len = lens[i];
 		if (ctx->worker_on) {
 			uint64_t ahead = lens[i] + r->lookahead;
 
