@@ -856,6 +856,85 @@ START_TEST(stats_segment_published)
 }
 END_TEST
 
+/* Fill the process's VMA budget (vm.max_map_count) with one-page mappings
+ * of a private memfd at descending offsets, so that none merge. Returns
+ * the mapping area and its page count through *n. */
+static uint8_t *exhaust_vmas(size_t *n)
+{
+	size_t max = 1 << 20, i;
+	int fd = memfd_create("vma-filler", MFD_CLOEXEC);
+	uint8_t *area;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(max * 4096)), 0);
+	area = mmap(NULL, max * 4096, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ck_assert_ptr_ne(area, MAP_FAILED);
+	for (i = 0; i < max; i++)
+		if (mmap(area + i * 4096, 4096, PROT_READ, MAP_SHARED | MAP_FIXED, fd,
+			 (off_t)((max - i) * 4096)) == MAP_FAILED)
+			break;
+	close(fd);
+	ck_assert_msg(i < max, "vm.max_map_count was never reached");
+	*n = max;
+	return area;
+}
+
+/* At vm.max_map_count, commits fail cleanly and unmaps still work. */
+START_TEST(map_count_exhaustion_is_clean)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return; /* the sanitizers' own mappings cannot live at the limit */
+#endif
+	struct vkv_ctx_config cfg;
+	struct vkv_ctx_info ci;
+	struct vkv_slot_info si;
+	vkv_ctx *ctx;
+	uint32_t a, b;
+	size_t n;
+	uint8_t *area;
+
+	vkv_ctx_config_init(&cfg);
+	if (cfg.backend != VKV_BACKEND_HOST && cfg.backend != VKV_BACKEND_AUTO)
+		return; /* a host-memory property */
+	cfg.backend = VKV_BACKEND_HOST;
+	cfg.page_size = 4096;
+	cfg.flags |= VKV_CTX_NO_WORKER;
+	OK(vkv_ctx_create(&cfg, &ctx));
+	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 4096);
+	OK(vkv_slot_alloc(r, 0, &a));
+	OK(vkv_slot_alloc(r, 0, &b));
+	OK(vkv_slot_ensure(r, a, 64));
+	fill_slot(r, a, 71, 0, 64);
+	OK(vkv_slot_ensure(r, b, 64));
+	fill_slot(r, b, 72, 0, 64);
+
+	area = exhaust_vmas(&n);
+	/* Growing needs new mappings: a clean -ENOMEM, nothing half done. */
+	OK(vkv_slot_info(r, a, &si));
+	uint64_t pages = si.pages;
+	int err = vkv_slot_ensure(r, a, 4096);
+	ck_assert_msg(err == -ENOMEM, "ensure at the limit = %d (%s)", err,
+		      vkv_strerror(err));
+	OK(vkv_slot_info(r, a, &si));
+	ck_assert_uint_eq(si.pages, pages);
+	/* Giving pages back still works at the limit. */
+	OK(vkv_slot_free(r, b));
+	OK(vkv_ctx_trim(ctx, NULL));
+	OK(vkv_slot_info(r, b, &si));
+	ck_assert_uint_eq(si.pages, 0);
+	ck_assert(check_slot(r, a, 71, 0, 64));
+
+	munmap(area, n * 4096);
+	OK(vkv_slot_ensure(r, a, 4096));
+	ck_assert(check_slot(r, a, 71, 0, 64));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_info(ctx, &ci));
+	ck_assert_uint_eq(ci.pages_mapped, 0);
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 /* --------------------------------------------------------------- threads */
 
 struct stress_arg {
@@ -1027,6 +1106,9 @@ static Suite *core_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, injected_page_create_failure);
 	tcase_add_test(tc, injected_map_failure);
+	/* Fills the process's mappings: it needs a process of its own. */
+	if (!getenv("CK_FORK") || strcmp(getenv("CK_FORK"), "no"))
+		tcase_add_test(tc, map_count_exhaustion_is_clean);
 	/* The segment is per process: it needs a process of its own. */
 	if (!getenv("CK_FORK") || strcmp(getenv("CK_FORK"), "no"))
 		tcase_add_test(tc, stats_segment_published);
