@@ -34,7 +34,7 @@
 
 #include "kmod_dev.h"
 #include "tier.h"
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 #include "cuda_driver.h"
 #endif
 
@@ -42,7 +42,7 @@ static atomic_uint warned_mlock;
 
 /* ------------------------------------------------------------ NUMA node */
 
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 /* The NUMA node of the CUDA device's PCI function, -1 when unknown. */
 static int cuda_node(int ordinal)
 {
@@ -78,7 +78,7 @@ static int pick_node(struct vkv_backend *b)
 		return -1;
 	if (node >= 0)
 		return node <= numa_max_node() ? node : -1;
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	if (b->kind == VKV_BACKEND_CUDA) {
 		node = cuda_node(b->device);
 		if (node >= 0)
@@ -93,7 +93,7 @@ static int pick_node(struct vkv_backend *b)
 
 /* --------------------------------------------------------------- pinning */
 
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 static bool cuda_register(struct vkv_tier_dram *d, void *p, uint64_t bytes)
 {
 	const struct vkv_cu *cu = vkv__cu();
@@ -143,7 +143,7 @@ static void cuda_release(struct vkv_tier_dram *d)
 
 static void pin_chunk(struct vkv_tier_dram *d, struct dram_chunk *c)
 {
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	if (d->backend->kind == VKV_BACKEND_CUDA) {
 		c->registered = cuda_register(d, c->base, c->bytes);
 		if (!c->registered)
@@ -165,7 +165,7 @@ bool vkv__dram_pin(struct vkv_tier_dram *d, void *p, uint64_t bytes)
 {
 	bool ok = false;
 
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	if (d->backend->kind == VKV_BACKEND_CUDA) {
 		pthread_mutex_lock(&d->lock);
 		ok = cuda_register(d, p, bytes);
@@ -181,7 +181,7 @@ bool vkv__dram_pin(struct vkv_tier_dram *d, void *p, uint64_t bytes)
 
 void vkv__dram_unpin(struct vkv_tier_dram *d, void *p)
 {
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	pthread_mutex_lock(&d->lock);
 	cuda_unregister(d, p);
 	pthread_mutex_unlock(&d->lock);
@@ -268,7 +268,7 @@ placed:
 
 static void chunk_destroy(struct vkv_tier_dram *d, struct dram_chunk *c)
 {
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	if (c->registered)
 		cuda_unregister(d, c->base);
 #else
@@ -339,7 +339,7 @@ void vkv__dram_fini(struct vkv_tier_dram *d)
 	free(d->chunks);
 	if (d->kmod_fd >= 0)
 		close(d->kmod_fd);
-#ifdef VKV_HAVE_CUDA_BACKEND
+#ifdef VKV_HAVE_CUDA
 	cuda_release(d);
 #endif
 	pthread_mutex_destroy(&d->lock);
