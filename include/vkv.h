@@ -322,7 +322,8 @@ VKV_API int vkv_slot_info(vkv_region *r, uint32_t slot, struct vkv_slot_info *in
 /*
  * Copy bytes between host memory and a slot's K or V rows, tokens
  * [first, first + count) of one layer. For tests, tools and engines whose
- * kernels do not touch vkv memory directly. Tokens must be backed.
+ * kernels do not touch vkv memory directly. Tokens must be backed. The
+ * slot is held for the copy: reclaim and eviction wait for it.
  */
 VKV_API int vkv_slot_write(vkv_region *r, uint32_t slot, uint32_t layer, int kv,
 			   uint64_t first, uint64_t count, const void *src);

@@ -1013,19 +1013,14 @@ static int check_copy(struct vkv_region *r, uint32_t slot, uint32_t layer, int k
 	return 0;
 }
 
-static int slot_copy(struct vkv_region *r, uint32_t slot, uint32_t layer, int kv,
+static int copy_rows(struct vkv_region *r, uint32_t slot, uint32_t layer, int kv,
 		     uint64_t first, uint64_t count, void *buf, bool to_slot)
 {
 	struct vkv_backend *b = &r->ctx->backend;
 	struct vkv_tensor t;
 	uint64_t addr, tb = r->token_bytes;
-	int err;
+	int err = 0;
 
-	pthread_mutex_lock(&r->ctx->lock);
-	err = check_copy(r, slot, layer, kv, first, count, buf);
-	pthread_mutex_unlock(&r->ctx->lock);
-	if (err || count == 0)
-		return err;
 	vkv_region_tensor(r, layer, kv, &t);
 	addr = t.addr + slot * t.slot_stride + first * t.token_stride;
 	if (t.token_stride == tb)
@@ -1038,6 +1033,32 @@ static int slot_copy(struct vkv_region *r, uint32_t slot, uint32_t layer, int kv
 		err = to_slot ? b->ops->copy_from_host(b, a, h, tb)
 			      : b->ops->copy_to_host(b, h, a, tb);
 	}
+	return err;
+}
+
+static int slot_copy(struct vkv_region *r, uint32_t slot, uint32_t layer, int kv,
+		     uint64_t first, uint64_t count, void *buf, bool to_slot)
+{
+	struct vkv_ctx *ctx = r->ctx;
+	int err;
+
+	pthread_mutex_lock(&ctx->lock);
+	err = check_slot(r, slot);
+	if (!err) {
+		/* Busy for the copy: no reclaim or eviction unmaps under it. */
+		vkv__slot_lock(r, slot);
+		err = check_copy(r, slot, layer, kv, first, count, buf);
+		if (err)
+			vkv__slot_unlock(r, slot);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (err)
+		return err;
+	if (count)
+		err = copy_rows(r, slot, layer, kv, first, count, buf, to_slot);
+	pthread_mutex_lock(&ctx->lock);
+	vkv__slot_unlock(r, slot);
+	pthread_mutex_unlock(&ctx->lock);
 	return err;
 }
 
