@@ -121,7 +121,10 @@ uint64_t vkv__ctx_reclaim(struct vkv_ctx *ctx, uint64_t want)
 		uint64_t mapped = sl->mapped;
 		int err;
 
+		/* Shrink first: from here on nobody (a step's fast path, a
+		 * copy) may count [keep, mapped) as backed. */
 		sl->busy = true;
+		sl->mapped = keep;
 		pthread_mutex_unlock(&ctx->lock);
 		if (sl->has_fence)
 			ctx->backend.ops->fence_wait(&ctx->backend, sl->fence);
@@ -130,12 +133,12 @@ uint64_t vkv__ctx_reclaim(struct vkv_ctx *ctx, uint64_t want)
 		if (err) {
 			vkv__warn("reclaim: unmapping slot %u failed: %s", s,
 				  vkv_last_error());
+			sl->mapped = mapped;
 			vkv__slot_unlock(r, s);
 			break;
 		}
 		freed += vkv__slot_drop_pages(r, s, keep, mapped);
 		n += (mapped - keep) * r->ntensors;
-		sl->mapped = keep;
 		if (sl->want > keep)
 			sl->want = keep; /* no look-ahead back into it */
 		if (!keep && sl->has_fence) {
