@@ -16,7 +16,7 @@ TIER_TEST_DIR ?= /var/tmp
 
 $(TEST_TIER): tests/test_tier.c $(BUILD)/lib/libvkv.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -rdynamic -o $@ $< $(BUILD)/lib/libvkv.a $(LDFLAGS) \
 		$(CHECK_LIBS) $(LDLIBS_VKV) $(LIB_LDLIBS)
 
 ALL_TARGETS += $(TEST_TIER)
@@ -44,6 +44,8 @@ ifneq ($(CUDADOUBLE),)
 check-tier-cuda: $(TEST_TIER) $(CUDADOUBLE)
 	$(CUDA_TEST_ENV) VKV_BACKEND=cuda VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
 	$(CUDA_TEST_ENV) VKV_BACKEND=cuda VKV_FAKECUDA_GRANULARITY=64K \
+		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
+	$(CUDA_TEST_ENV) VKV_BACKEND=cuda VKV_TIER_COPY=kernel \
 		VKV_TEST_DIR=$(TIER_TEST_DIR) $(TEST_TIER)
 CHECK_TARGETS += check-tier-cuda
 endif

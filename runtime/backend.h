@@ -28,6 +28,7 @@
 #ifndef VKV_BACKEND_H
 #define VKV_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,6 +78,15 @@ struct vkv_backend_ops {
 			    uint64_t bytes);
 	int (*copy_from_host)(struct vkv_backend *b, uint64_t dst,
 			      const void *src, uint64_t bytes);
+	/* n copies of `bytes` each in one submission: host[i] <- dev[i]
+	 * (to_host) or dev[i] <- host[i]; synchronous on return, with one
+	 * wait for the whole batch. On an error, copies already queued have
+	 * finished before it returns. `pinned`: every host[i] is registered
+	 * with the device (a kernel may touch it). NULL:
+	 * vkv__backend_copy_batch() loops over copy_to_host / copy_from_host. */
+	int (*copy_batch)(struct vkv_backend *b, bool to_host, bool pinned,
+			  void *const *host, const uint64_t *dev, size_t n,
+			  uint64_t bytes);
 
 	/* Record the work queued so far on the engine's stream (NULL: no
 	 * ordering needed, host). fence_wait() blocks until it has finished;
@@ -134,5 +144,10 @@ int vkv__hostmem_set_stream(struct vkv_backend *b, void *stream);
  * On success b->ops is set.
  */
 int vkv__backend_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg);
+
+/* b->ops->copy_batch, or one copy_to_host / copy_from_host per page. */
+int vkv__backend_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
+			    void *const *host, const uint64_t *dev, size_t n,
+			    uint64_t bytes);
 
 #endif /* VKV_BACKEND_H */

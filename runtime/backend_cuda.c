@@ -15,7 +15,10 @@
  * release   = cuMemRelease
  * copies    = cuMemcpy*Async on the engine's stream, then a synchronize of
  *             that stream: ordered after the engine's kernels, synchronous
- *             for the caller, as the contract says
+ *             for the caller, as the contract says. A batch (copy_batch,
+ *             the DRAM tier's pages) queues every copy, then waits once;
+ *             VKV_TIER_COPY=kernel makes it one launch of the range-copy
+ *             kernel (kernels/) instead of one cuMemcpyAsync per page
  * fences    = CUevents recorded on the stream given by set_stream (NULL =
  *             the legacy default stream)
  *
@@ -42,6 +45,7 @@
 
 #include "cuda_driver.h"
 #include "internal.h"
+#include "kernels.h"
 
 #ifdef VKV_HAVE_CUDA
 
@@ -55,6 +59,11 @@ struct cuda_priv {
 	CUmemGenericAllocationHandle zero; /* zero mode's page, else 0 */
 	pthread_mutex_t lock;
 	CUstream stream;           /* the engine's stream (lock) */
+	int copy_mode;             /* VKV_TIER_COPY: 1 async, 2 kernel */
+#ifdef VKV_HAVE_KERNELS
+	struct vkv_kern *kern;     /* range copies; opened on first use (lock) */
+	bool kern_failed;          /* ... and that failed: async from then on */
+#endif
 };
 
 static struct cuda_priv *priv(struct vkv_backend *b)
@@ -320,6 +329,7 @@ static int cuda_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
 			goto leave;
 	}
 	pthread_mutex_init(&p->lock, NULL);
+	p->copy_mode = vkv__opt_enum(VKV_OPT_TIER_COPY) == 2 ? 2 : 1;
 	describe(b, p);
 	ctx_leave(p, prev);
 	vkv__debug("cuda backend: %s, driver %d", b->detail,
@@ -346,6 +356,10 @@ static void cuda_close(struct vkv_backend *b)
 		p->cu->cuMemRelease(p->zero);
 		ctx_leave(p, prev);
 	}
+#ifdef VKV_HAVE_KERNELS
+	if (p->kern)
+		vkv__kern_close(p->kern);
+#endif
 	p->cu->cuDevicePrimaryCtxRelease(p->dev);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -563,6 +577,93 @@ static int cuda_copy_from_host(struct vkv_backend *b, uint64_t dst,
 	return copy(b, COPY_HD, dst, (uint64_t)(uintptr_t)src, bytes);
 }
 
+#ifdef VKV_HAVE_KERNELS
+/* The range-copy kernel for batches, loaded on first use; NULL when it
+ * cannot be (then batches fall back to async copies, said once). */
+static struct vkv_kern *batch_kernel(struct cuda_priv *p)
+{
+	struct vkv_kern *k;
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->kern && !p->kern_failed) {
+		int err = vkv__kern_open(p->dev, &p->kern);
+
+		if (err) {
+			p->kern_failed = true;
+			vkv__warn("VKV_TIER_COPY=kernel: the copy kernel is not usable (%s); "
+				  "using cuMemcpyAsync per page", vkv_last_error());
+		}
+	}
+	k = p->kern;
+	pthread_mutex_unlock(&p->lock);
+	return k;
+}
+
+static int batch_by_kernel(struct vkv_kern *k, CUstream s, bool to_host,
+			   void *const *host, const uint64_t *dev, size_t n,
+			   uint64_t bytes)
+{
+	struct vkv_kern_range *r;
+	int err = 0;
+
+	r = malloc(n * sizeof(*r));
+	if (!r)
+		return vkv__set_error(-ENOMEM, "cuda backend: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		uint64_t h = (uint64_t)(uintptr_t)host[i];
+
+		r[i] = (struct vkv_kern_range){ .dst = to_host ? h : dev[i],
+						.src = to_host ? dev[i] : h,
+						.bytes = bytes };
+	}
+	/* the launch takes at most UINT32_MAX ranges */
+	for (size_t i = 0; i < n && !err; i += UINT32_MAX)
+		err = vkv__kern_copy_ranges(k, s, r + i,
+					    (uint32_t)(n - i < UINT32_MAX ? n - i : UINT32_MAX));
+	free(r);
+	return err;
+}
+#endif
+
+static int cuda_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
+			   void *const *host, const uint64_t *dev, size_t n,
+			   uint64_t bytes)
+{
+	struct cuda_priv *p = priv(b);
+	CUstream s = engine_stream(p);
+	CUcontext prev;
+	int err = 0, werr;
+	size_t i = 0;
+
+	if (n == 0 || bytes == 0)
+		return 0;
+	err = ctx_enter(p, &prev);
+	if (err)
+		return err;
+#ifdef VKV_HAVE_KERNELS
+	/* the kernel touches host memory itself: only registered memory */
+	if (p->copy_mode == 2 && pinned) {
+		struct vkv_kern *k = batch_kernel(p);
+
+		if (k) {
+			err = batch_by_kernel(k, s, to_host, host, dev, n, bytes);
+			i = n;
+		}
+	}
+#else
+	(void)pinned;
+#endif
+	for (; i < n && !err; i++)
+		err = to_host ? VKV_CU_CALL(p->cu, cuMemcpyDtoHAsync, host[i],
+					    dev[i], bytes, s)
+			      : VKV_CU_CALL(p->cu, cuMemcpyHtoDAsync, dev[i],
+					    host[i], bytes, s);
+	/* always wait: what was queued reads or writes the caller's memory */
+	werr = VKV_CU_CALL(p->cu, cuStreamSynchronize, s);
+	ctx_leave(p, prev);
+	return err ? err : werr;
+}
+
 /* ------------------------------------------------------------------ fences */
 
 static int cuda_fence_record(struct vkv_backend *b, vkv_fence *fence)
@@ -641,6 +742,7 @@ static const struct vkv_backend_ops cuda_ops = {
 	.copy_dd = cuda_copy_dd,
 	.copy_to_host = cuda_copy_to_host,
 	.copy_from_host = cuda_copy_from_host,
+	.copy_batch = cuda_copy_batch,
 	.fence_record = cuda_fence_record,
 	.fence_wait = cuda_fence_wait,
 	.fence_drop = cuda_fence_drop,

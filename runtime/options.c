@@ -20,6 +20,7 @@ static const char *const backend_choices[] = { "auto", "host", "cuda", "kmod",
 					       NULL };
 static const char *const unbacked_choices[] = { "fault", "zero", NULL };
 static const char *const bool_choices[] = { "0", "1", NULL };
+static const char *const tier_copy_choices[] = { "auto", "async", "kernel", NULL };
 static const char *const log_choices[] = { "quiet", "warn", "debug", NULL };
 
 const struct vkv_option vkv__options[VKV_OPT_COUNT] = {
@@ -71,6 +72,8 @@ const struct vkv_option vkv__options[VKV_OPT_COUNT] = {
 			      "io_uring queue depth of the NVMe tier (I/Os in flight)" },
 	[VKV_OPT_NVME_IO] = { "VKV_NVME_IO", VKV_OPT_SIZE, "1M", NULL,
 			      "NVMe tier I/O size (4K..page size, a power of two); one checksum per I/O" },
+	[VKV_OPT_TIER_COPY] = { "VKV_TIER_COPY", VKV_OPT_ENUM, "auto", tier_copy_choices,
+				"cuda: how the DRAM tier moves a batch of pages; async = one cuMemcpyAsync per page, kernel = one launch of the range-copy kernel, auto = async" },
 	[VKV_OPT_FAULT_DRAM_ALLOC] = { "VKV_FAULT_DRAM_ALLOC", VKV_OPT_STRING, "", NULL,
 				       "fault injection: N fails the Nth DRAM tier buffer allocation (N,every: from the Nth on)" },
 	[VKV_OPT_FAULT_NVME_WRITE] = { "VKV_FAULT_NVME_WRITE", VKV_OPT_STRING, "", NULL,

@@ -70,9 +70,12 @@ struct vkv_tier_dram {
 	uint64_t bytes_total;      /* allocated chunks */
 	uint64_t blocks_used;
 	void *cu_ctx;              /* cuda: retained primary context */
+	size_t unregistered;       /* cuda: chunks cuMemHostRegister refused */
 };
 
 int vkv__dram_init(struct vkv_tier_dram *d, struct vkv_backend *b);
+/* cuda: every block is in memory registered with the device. */
+bool vkv__dram_pinned(struct vkv_tier_dram *d);
 void vkv__dram_fini(struct vkv_tier_dram *d);
 /* Give each entry a block; all or nothing. -ENOSPC at the budget, -ENOMEM
  * when the host says no. */
@@ -135,6 +138,11 @@ struct vkv_tier {
 	/* what this context added to the stats segment (ctx->lock) */
 	uint64_t pub_dram_cap, pub_nvme_cap, pub_file;
 };
+
+/* Host memory just mapped at addr, about to be written by the CPU: fault
+ * its page tables in, a read every TIER_PREFAULT_STRIDE bytes. */
+#define TIER_PREFAULT_STRIDE (64ULL << 10)
+void vkv__tier_prefault(uint64_t addr, uint64_t bytes);
 
 /* For tests: the context's NVMe file descriptor, -1 before it exists. */
 int vkv__tier_nvme_fd(struct vkv_ctx *ctx);

@@ -146,10 +146,12 @@ static void pin_chunk(struct vkv_tier_dram *d, struct dram_chunk *c)
 #ifdef VKV_HAVE_CUDA
 	if (d->backend->kind == VKV_BACKEND_CUDA) {
 		c->registered = cuda_register(d, c->base, c->bytes);
-		if (!c->registered)
+		if (!c->registered) {
+			d->unregistered++;
 			vkv__warn("dram tier: cuMemHostRegister refused %llu bytes; "
 				  "copies use pageable memory (slower)",
 				  (unsigned long long)c->bytes);
+		}
 		return;
 	}
 #else
@@ -159,6 +161,16 @@ static void pin_chunk(struct vkv_tier_dram *d, struct dram_chunk *c)
 	if (!c->locked && atomic_fetch_add(&warned_mlock, 1) == 0)
 		vkv__warn("dram tier: mlock failed (%s); the tier is not pinned "
 			  "(raise RLIMIT_MEMLOCK, `ulimit -l`)", strerror(errno));
+}
+
+bool vkv__dram_pinned(struct vkv_tier_dram *d)
+{
+	bool all;
+
+	pthread_mutex_lock(&d->lock);
+	all = d->backend->kind == VKV_BACKEND_CUDA && d->unregistered == 0;
+	pthread_mutex_unlock(&d->lock);
+	return all;
 }
 
 bool vkv__dram_pin(struct vkv_tier_dram *d, void *p, uint64_t bytes)
@@ -259,8 +271,8 @@ static int chunk_create(struct vkv_tier_dram *d, uint64_t bytes)
 	}
 	madvise(c->base, bytes, MADV_HUGEPAGE);
 	madvise(c->base, bytes, MADV_POPULATE_WRITE); /* older kernels: no-op */
-	pin_chunk(d, c);
 placed:
+	pin_chunk(d, c); /* /dev/vkv memory too: the driver must know it is pinned */
 	d->nchunks++;
 	d->bytes_total += bytes;
 	return 0;
