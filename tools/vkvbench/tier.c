@@ -8,8 +8,11 @@
  *                    operation completes; restore = vkv_restore of them all
  *                    (fresh pages mapped at the same addresses, data copied
  *                    back and, for NVMe, verified). GB/s = bytes / time.
- *   floor  dram    memcpy of the same bytes, page by page, between two
- *                  prefaulted buffers (write and read are the same number).
+ *   floor  dram    host/kmod backends: memcpy of the same bytes, page by
+ *                  page, between two prefaulted buffers (write and read
+ *                  are the same number). cuda backend: one cuMemcpyAsync
+ *                  of the same bytes from device memory into pinned host
+ *                  memory (write) and back (read): the link's peak.
  *          nvme    fio with ioengine=io_uring, direct=1, fixed buffers and
  *                  registered files, the same size, block size (--bs =
  *                  VKV_NVME_IO) and queue depth (--qd = VKV_NVME_QD), in the
@@ -29,6 +32,10 @@
 #include <unistd.h>
 
 #include "vkvbench.h"
+#ifdef VKV_HAVE_KERNELS
+#include "cuda_driver.h"
+#include "kernels.h"
+#endif
 
 #define TIER_SLOTS 16
 #define TIER_HEADS 8
@@ -138,6 +145,69 @@ static double memcpy_gbps(uint8_t *dst, const uint8_t *src, uint64_t size,
 		memcpy(dst + off, src + off, chunk);
 	return (double)size / ((double)(bench_now_ns() - t0) / 1e9) / 1e9;
 }
+
+#ifdef VKV_HAVE_KERNELS
+/*
+ * The cuda floor: `size` bytes device -> pinned host in one copy (fw) and
+ * back (fr), GB/s, wall clock around copy + synchronize as for vkv. Device
+ * memory through the kernels' helper (the driver table has no cuMemAlloc).
+ */
+struct cuda_floor {
+	struct vkv_kern *k;
+	struct vkv_kern_buf dev;
+	void *host;
+};
+
+static int cuda_floor_open(struct cuda_floor *f, int device, uint64_t size)
+{
+	const struct vkv_cu *cu;
+	int err;
+
+	memset(f, 0, sizeof(*f));
+	err = vkv__kern_open(device, &f->k);
+	if (err)
+		return err;
+	cu = vkv__cu();
+	err = vkv__kern_buf_alloc(f->k, size, &f->dev);
+	if (!err)
+		err = VKV_CU_CALL(cu, cuMemAllocHost, &f->host, size);
+	if (!err) {
+		memset(f->host, 3, size);
+		err = VKV_CU_CALL(cu, cuMemsetD8, f->dev.addr, 1, size);
+	}
+	return err;
+}
+
+static void cuda_floor_close(struct cuda_floor *f)
+{
+	if (!f->k)
+		return;
+	if (f->host)
+		vkv__cu()->cuMemFreeHost(f->host);
+	if (f->dev.addr)
+		vkv__kern_buf_free(f->k, &f->dev);
+	vkv__kern_close(f->k);
+	f->k = NULL;
+}
+
+static int cuda_floor_gbps(struct cuda_floor *f, uint64_t size, double *fw,
+			   double *fr)
+{
+	const struct vkv_cu *cu = vkv__cu();
+	uint64_t h = (uint64_t)(uintptr_t)f->host, t0;
+	int err = 0;
+
+	for (int dir = 0; dir < 2 && !err; dir++) {
+		t0 = bench_now_ns();
+		err = VKV_CU_CALL(cu, cuMemcpyAsync, dir ? f->dev.addr : h,
+				  dir ? h : f->dev.addr, size, NULL);
+		if (!err)
+			err = VKV_CU_CALL(cu, cuCtxSynchronize);
+		*(dir ? fr : fw) = (double)size / ((double)(bench_now_ns() - t0) / 1e9) / 1e9;
+	}
+	return err;
+}
+#endif
 
 /* fio's bandwidth for one job in GB/s, < 0 when fio is not there. */
 static double fio_gbps(const struct tier_opts *o, const char *path, bool write)
@@ -250,6 +320,10 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 	char fio_path[4096];
 	bool fio = o->tier == VKV_TIER_NVME && have_fio();
 	uint8_t *buf = NULL, *fa = NULL, *fb = NULL;
+	bool gpu_floor = false, no_floor = false;
+#ifdef VKV_HAVE_KERNELS
+	struct cuda_floor cf = { 0 };
+#endif
 	int err;
 
 	setenv("VKV_NVME_DIR", o->dir, 1);
@@ -307,7 +381,21 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 	}
 	if (!err)
 		err = fill_or_check(r, tokens, buf, false);
-	if (!err && o->tier == VKV_TIER_DRAM) {
+#ifdef VKV_HAVE_KERNELS
+	if (!err && o->tier == VKV_TIER_DRAM && !strcmp(res->backend, "cuda")) {
+		struct vkv_ctx_info ci;
+
+		vkv_ctx_info(ctx, &ci);
+		gpu_floor = true;
+		if (cuda_floor_open(&cf, ci.device, res->size)) {
+			fprintf(stderr, "vkvbench tier: no cuda floor: %s\n",
+				vkv_last_error());
+			cuda_floor_close(&cf);
+			no_floor = true;
+		}
+	}
+#endif
+	if (!err && o->tier == VKV_TIER_DRAM && !gpu_floor) {
 		fa = malloc(res->size);
 		fb = malloc(res->size);
 		if (!fa || !fb) {
@@ -325,14 +413,18 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 		err = round_trip(r, o->tier, slots, &e, &t);
 		if (!err && fill_or_check(r, tokens, buf, true))
 			res->verified = false;
-		if (o->tier == VKV_TIER_DRAM && !err)
+		if (o->tier == VKV_TIER_DRAM && !err && !gpu_floor)
 			fw[nf] = fr[nf] = memcpy_gbps(fb, fa, res->size, ri.page_size);
+#ifdef VKV_HAVE_KERNELS
+		if (o->tier == VKV_TIER_DRAM && !err && gpu_floor && !no_floor)
+			err = cuda_floor_gbps(&cf, res->size, &fw[nf], &fr[nf]);
+#endif
 		if (err || i == 0)
 			continue; /* round 0 warms up (file growth, first faults) */
 		ev[i - 1] = (double)res->size / e / 1e9;
 		re[i - 1] = (double)res->size / t / 1e9;
 		if (o->tier == VKV_TIER_DRAM) {
-			nf++;
+			nf += !no_floor;
 		} else if (fio) {
 			fw[nf] = fio_gbps(o, fio_path, true);
 			fr[nf] = fio_gbps(o, fio_path, false);
@@ -348,8 +440,12 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 	res->floor_w = nf ? bench_median_f64(fw, nf) : -1;
 	res->floor_r = nf ? bench_median_f64(fr, nf) : -1;
 	snprintf(res->floor, sizeof(res->floor), "%s",
-		 o->tier == VKV_TIER_DRAM ? "memcpy" : nf ? "fio" : "none");
+		 o->tier == VKV_TIER_NVME ? (nf ? "fio" : "none")
+		 : gpu_floor ? "cuMemcpy" : "memcpy");
 out:
+#ifdef VKV_HAVE_KERNELS
+	cuda_floor_close(&cf);
+#endif
 	free(buf);
 	free(fa);
 	free(fb);
@@ -371,6 +467,7 @@ static void report(const struct tier_opts *o, const struct tier_result *res)
 		bench_json_str(&j, "bench", "tier");
 		bench_json_str(&j, "tier", tier);
 		bench_json_str(&j, "backend", res->backend);
+		bench_json_str(&j, "tier_copy", getenv("VKV_TIER_COPY") ? getenv("VKV_TIER_COPY") : "auto");
 		bench_json_str(&j, "dir", o->dir);
 		bench_json_u64(&j, "size", res->size);
 		bench_json_u64(&j, "bs", o->bs);
@@ -399,7 +496,7 @@ static void report(const struct tier_opts *o, const struct tier_result *res)
 		       res->floor, res->floor_w, res->floor_r, res->evict / res->floor_w,
 		       res->restore / res->floor_r);
 	else
-		printf("floor: fio is not installed; no ratio\n");
+		printf("floor: none (fio not installed, or no cuda floor); no ratio\n");
 	printf("data %s\n", res->verified ? "verified bit for bit" : "MISMATCH");
 }
 
