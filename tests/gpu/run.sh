@@ -159,8 +159,19 @@ echo
 
 # ------------------------------------------------------------------ build
 
-# -k: build whatever can be built, so a broken part does not hide the rest
-run_step build 240 build_key make -k -j"$JOBS" BUILD="$BUILD" all
+# -k: build whatever can be built, so a broken part does not hide the rest.
+# VKV_GPU_PREBUILT=1: $BUILD was built elsewhere (a GPU machine without the
+# build dependencies: carry $BUILD and the shared libraries it needs).
+if [ "${VKV_GPU_PREBUILT:-0}" = 1 ]; then
+	if [ -x "$BUILD/bin/vkvbench" ]; then
+		record build PASS 0 "prebuilt $BUILD"
+	else
+		record build FAIL 0 "VKV_GPU_PREBUILT=1 but $BUILD/bin/vkvbench is missing"
+	fi
+	: >"$LOG/build.log"
+else
+	run_step build 240 build_key make -k -j"$JOBS" BUILD="$BUILD" all
+fi
 if [ "${states[0]}" != PASS ]; then
 	echo "build failed: running what was built" >&2
 fi
@@ -182,13 +193,16 @@ else
 	absent cuda-suite "$BUILD/tests/test_cuda not built"
 fi
 
-shims=(tests/gpu/shim*.sh)
-if [ -e "${shims[0]}" ]; then
-	for s in "${shims[@]}"; do
-		run_step "$(basename "$s" .sh)" 90 check_key env BUILD="$BUILD" "$s"
-	done
+if [ -x "$BUILD/tests/test_tier" ]; then
+	tdir=$(mktemp -d /var/tmp/vkv-gpu-tier.XXXXXX)
+	run_step tier-suite-cuda 120 check_key env VKV_BACKEND=cuda VKV_LOG=quiet \
+		VKV_TEST_DIR="$tdir" "$BUILD/tests/test_tier"
+	run_step tier-suite-cuda-kernel-copy 120 check_key env VKV_BACKEND=cuda \
+		VKV_TIER_COPY=kernel VKV_LOG=quiet VKV_TEST_DIR="$tdir" \
+		"$BUILD/tests/test_tier"
+	rm -rf "$tdir"
 else
-	absent shim-gpu "no tests/gpu/shim*.sh"
+	absent tier-suite-cuda "$BUILD/tests/test_tier not built"
 fi
 
 if [ -x "$BUILD/tests/test_kernels_gpu" ]; then
@@ -206,19 +220,6 @@ if [ -x "$BUILD/tests/test_kernels_ref" ] ||
 else
 	absent kernels-cpu-reference "not built"
 fi
-
-# The Python binding's suite on CUDA tensors (it skips, 77, without a
-# CUDA-enabled torch), and any Python GPU check of this directory.
-if [ -x tests/python/run.sh ]; then
-	run_step python-cuda 150 check_key env VKV_TEST_BACKEND=cuda \
-		VKV_LIBRARY="$BUILD/lib/libvkv.so" tests/python/run.sh -q
-else
-	absent python-cuda "no tests/python/run.sh"
-fi
-for p in tests/gpu/*.py; do
-	[ -e "$p" ] || continue
-	run_step "py-$(basename "$p" .py)" 90 check_key python3 "$p"
-done
 
 # ------------------------------------------------------------- benchmarks
 
@@ -247,11 +248,15 @@ else
 		absent bench-step-cuda "no vkvbench step"
 	fi
 	if has_cmd tier; then
-		if "$BENCH" tier --help 2>&1 | grep -q -- '--backend'; then
-			bench bench-tier-dram-cuda 90 ratio "$BENCH" tier --backend cuda --tier dram --json
-		else
-			bench bench-tier-dram 90 ratio "$BENCH" tier --tier dram --json
-		fi
+		# the DRAM tier against one cuMemcpy of the same bytes, with a
+		# cuMemcpyAsync per page and with one kernel launch per batch
+		bench bench-tier-dram-cuda-async 60 ratio env VKV_TIER_COPY=async \
+			"$BENCH" tier --backend cuda --tier dram --size 1G --reps 5 --json
+		bench bench-tier-dram-cuda-kernel 60 ratio env VKV_TIER_COPY=kernel \
+			"$BENCH" tier --backend cuda --tier dram --size 1G --reps 5 --json
+		# NVMe through the cuda backend (fio's floor only where installed)
+		bench bench-tier-nvme-cuda 60 evict_gbps "$BENCH" tier --backend cuda \
+			--tier nvme --size 1G --reps 3 --json
 	else
 		absent bench-tier "no vkvbench tier"
 	fi
@@ -275,6 +280,31 @@ else
 		absent serve-cuda-verify "no vkvbench serve --backend"
 	fi
 fi
+
+# ------------------------------------- the shim and Python on the GPU
+# (last: they start PyTorch several times, the slowest steps here)
+
+shims=(tests/gpu/shim*.sh)
+if [ -e "${shims[0]}" ]; then
+	for s in "${shims[@]}"; do
+		run_step "$(basename "$s" .sh)" 90 check_key env BUILD="$BUILD" "$s"
+	done
+else
+	absent shim-gpu "no tests/gpu/shim*.sh"
+fi
+
+# The Python binding's suite on CUDA tensors (it skips, 77, without a
+# CUDA-enabled torch), and any Python GPU check of this directory.
+if [ -x tests/python/run.sh ]; then
+	run_step python-cuda 150 check_key env VKV_TEST_BACKEND=cuda \
+		VKV_LIBRARY="$BUILD/lib/libvkv.so" tests/python/run.sh -q
+else
+	absent python-cuda "no tests/python/run.sh"
+fi
+for p in tests/gpu/*.py; do
+	[ -e "$p" ] || continue
+	run_step "py-$(basename "$p" .py)" 90 check_key python3 "$p"
+done
 
 # ---------------------------------------------------------------- summary
 
