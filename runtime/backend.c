@@ -73,15 +73,18 @@ int vkv__backend_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
 
 int vkv__backend_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 			    void *const *host, const uint64_t *dev, size_t n,
-			    uint64_t bytes)
+			    uint64_t bytes, vkv_fence *done)
 {
 	int err = 0;
 
 	if (b->ops->copy_batch)
-		return b->ops->copy_batch(b, to_host, pinned, host, dev, n, bytes);
+		return b->ops->copy_batch(b, to_host, pinned, host, dev, n, bytes,
+					  done);
 	for (size_t i = 0; i < n && !err; i++)
 		err = to_host ? b->ops->copy_to_host(b, host[i], dev[i], bytes)
 			      : b->ops->copy_from_host(b, dev[i], host[i], bytes);
+	if (!err && done)
+		*done = 0;
 	return err;
 }
 

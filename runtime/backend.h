@@ -79,14 +79,17 @@ struct vkv_backend_ops {
 	int (*copy_from_host)(struct vkv_backend *b, uint64_t dst,
 			      const void *src, uint64_t bytes);
 	/* n copies of `bytes` each in one submission: host[i] <- dev[i]
-	 * (to_host) or dev[i] <- host[i]; synchronous on return, with one
-	 * wait for the whole batch. On an error, copies already queued have
-	 * finished before it returns. `pinned`: every host[i] is registered
-	 * with the device (a kernel may touch it). NULL:
-	 * vkv__backend_copy_batch() loops over copy_to_host / copy_from_host. */
+	 * (to_host) or dev[i] <- host[i]. done == NULL: synchronous on
+	 * return, with one wait for the whole batch. Else the copies may
+	 * still run on return and *done is a fence that completes with them
+	 * (fence_wait, then fence_drop; 0 when they are finished already).
+	 * On an error, copies already queued have finished before it returns
+	 * and *done is not set. `pinned`: every host[i] is registered with
+	 * the device (a kernel may touch it). NULL: vkv__backend_copy_batch()
+	 * loops over copy_to_host / copy_from_host. */
 	int (*copy_batch)(struct vkv_backend *b, bool to_host, bool pinned,
 			  void *const *host, const uint64_t *dev, size_t n,
-			  uint64_t bytes);
+			  uint64_t bytes, vkv_fence *done);
 
 	/* Record the work queued so far on the engine's stream (NULL: no
 	 * ordering needed, host). fence_wait() blocks until it has finished;
@@ -148,6 +151,6 @@ int vkv__backend_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg);
 /* b->ops->copy_batch, or one copy_to_host / copy_from_host per page. */
 int vkv__backend_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 			    void *const *host, const uint64_t *dev, size_t n,
-			    uint64_t bytes);
+			    uint64_t bytes, vkv_fence *done);
 
 #endif /* VKV_BACKEND_H */

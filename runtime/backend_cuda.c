@@ -627,7 +627,7 @@ static int batch_by_kernel(struct vkv_kern *k, CUstream s, bool to_host,
 
 static int cuda_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 			   void *const *host, const uint64_t *dev, size_t n,
-			   uint64_t bytes)
+			   uint64_t bytes, vkv_fence *done)
 {
 	struct cuda_priv *p = priv(b);
 	CUstream s = engine_stream(p);
@@ -635,8 +635,11 @@ static int cuda_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 	int err = 0, werr;
 	size_t i = 0;
 
-	if (n == 0 || bytes == 0)
+	if (n == 0 || bytes == 0) {
+		if (done)
+			*done = 0;
 		return 0;
+	}
 	err = ctx_enter(p, &prev);
 	if (err)
 		return err;
@@ -658,7 +661,24 @@ static int cuda_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 					    dev[i], bytes, s)
 			      : VKV_CU_CALL(p->cu, cuMemcpyHtoDAsync, dev[i],
 					    host[i], bytes, s);
-	/* always wait: what was queued reads or writes the caller's memory */
+	if (!err && done) {
+		CUevent ev;
+
+		/* asynchronous: an event behind the copies is the fence */
+		err = VKV_CU_CALL(p->cu, cuEventCreate, &ev, CU_EVENT_DISABLE_TIMING);
+		if (!err) {
+			err = VKV_CU_CALL(p->cu, cuEventRecord, ev, s);
+			if (err)
+				p->cu->cuEventDestroy(ev);
+			else
+				*done = (vkv_fence)(uintptr_t)ev;
+		}
+		if (!err) {
+			ctx_leave(p, prev);
+			return 0;
+		}
+	}
+	/* wait: what was queued reads or writes the caller's memory */
 	werr = VKV_CU_CALL(p->cu, cuStreamSynchronize, s);
 	ctx_leave(p, prev);
 	return err ? err : werr;

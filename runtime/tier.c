@@ -234,14 +234,21 @@ static void tier_slot_drop(struct vkv_tier *t, struct vkv_region *r,
 	free(ts);
 }
 
-/* The copies: device -> store (down) or store -> device. */
+/*
+ * The copies: device -> store (down) or store -> device. done == NULL:
+ * finished on return; else DRAM copies may still run and *done is their
+ * fence (see copy_batch in backend.h; NVMe transfers always finish).
+ */
 static int copy_entries(struct vkv_tier *t, struct vkv_tier_entry **e,
-			const uint64_t *addr, size_t n, bool down)
+			const uint64_t *addr, size_t n, bool down,
+			vkv_fence *done)
 {
 	struct vkv_backend *b = &t->ctx->backend;
 	void **host;
 	int err;
 
+	if (done)
+		*done = 0;
 	if (!n)
 		return 0;
 	if (e[0]->tier == VKV_TIER_NVME)
@@ -253,8 +260,47 @@ static int copy_entries(struct vkv_tier *t, struct vkv_tier_entry **e,
 	for (size_t i = 0; i < n; i++)
 		host[i] = e[i]->dram;
 	err = vkv__backend_copy_batch(b, down, vkv__dram_pinned(&t->dram), host,
-				      addr, n, b->page_size);
+				      addr, n, b->page_size, done);
 	free(host);
+	return err;
+}
+
+/*
+ * Pipelining. A batch moves in groups of consecutive slots of about
+ * TIER_GROUP_BYTES: under cuda the copies of one group run on the copy
+ * engine while the CPU unmaps the group before it (evict) or maps the
+ * group after it (restore), so the driver's per-page map and unmap calls
+ * hide behind the transfer instead of adding to it. On host memory the
+ * copies are synchronous and the groups change nothing but the order.
+ * first[k] is the index of slot k's first distinct page in the batch's
+ * page list (pages shared with an earlier slot belong to that slot's
+ * group); first[n] is the number of distinct pages.
+ */
+#define TIER_GROUP_BYTES (32ull << 20)
+
+static size_t group_end(const struct vkv_region *r, const struct vkv_op *op,
+			struct tier_slot *const *ts, size_t lo)
+{
+	uint64_t bytes = 0;
+	size_t k = lo;
+
+	while (k < op->n && (k == lo || bytes < TIER_GROUP_BYTES))
+		bytes += ts[k++]->mapped * r->ntensors * r->page_size;
+	return k;
+}
+
+/* Wait for and forget fences f[0..n); the first error. */
+static int fences_finish(struct vkv_backend *b, vkv_fence *f, size_t n)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int e = b->ops->fence_wait(b, f[i]);
+
+		if (!err)
+			err = e;
+		b->ops->fence_drop(b, f[i]);
+	}
 	return err;
 }
 
@@ -266,7 +312,7 @@ static int copy_entries(struct vkv_tier *t, struct vkv_tier_entry **e,
  */
 static int collect_pages(struct vkv_region *r, const struct vkv_op *op,
 			 struct tier_slot **ts, struct vkv_tier_entry ***ents,
-			 uint64_t **addr, size_t *m)
+			 uint64_t **addr, size_t *m, size_t *first)
 {
 	struct ptrmap map;
 	size_t total = 0;
@@ -285,6 +331,7 @@ static int collect_pages(struct vkv_region *r, const struct vkv_op *op,
 		struct vkv_slot *sl = &r->slots[s];
 		uint64_t np = sl->mapped * r->ntensors;
 
+		first[k] = *m;
 		ts[k] = calloc(1, sizeof(*ts[k]));
 		if (!ts[k] || !(ts[k]->ent = calloc(np ? np : 1, sizeof(void *))))
 			goto nomem_map;
@@ -304,6 +351,7 @@ static int collect_pages(struct vkv_region *r, const struct vkv_op *op,
 			ts[k]->ent[i] = (*ents)[idx];
 		}
 	}
+	first[op->n] = *m;
 	ptrmap_fini(&map);
 	return 0;
 
@@ -324,24 +372,86 @@ static void free_tables(struct tier_slot **ts, size_t n)
 	}
 }
 
-/* Unmap every slot of the batch; on failure map back what was unmapped. */
-static int unmap_batch(struct vkv_region *r, const struct vkv_op *op)
+/* Map slots [lo, hi) of an eviction back (their pages are untouched). */
+static void remap_slots(struct vkv_region *r, const struct vkv_op *op,
+			size_t lo, size_t hi)
+{
+	for (size_t j = lo; j < hi; j++)
+		vkv__slot_map_range(r, op->slots[j], 0,
+				    r->slots[op->slots[j]].mapped);
+}
+
+/* Unmap slots [lo, hi) of the batch; on failure map them back. */
+static int unmap_slots(struct vkv_region *r, const struct vkv_op *op,
+		       size_t lo, size_t hi)
 {
 	size_t k;
 	int err = 0;
 
-	for (k = 0; k < op->n && !err; k++)
+	for (k = lo; k < hi && !err; k++)
 		err = vkv__slot_unmap_range(r, op->slots[k], 0,
 					    r->slots[op->slots[k]].mapped);
 	if (err) {
 		/* The failed slot's unmap may be partial: unmap it whole, then
-		 * map back every slot up to it (its pages are untouched). */
+		 * map back every slot up to it. */
 		vkv__slot_unmap_range(r, op->slots[k - 1], 0,
 				      r->slots[op->slots[k - 1]].mapped);
-		for (size_t j = 0; j < k; j++)
-			vkv__slot_map_range(r, op->slots[j], 0,
-					    r->slots[op->slots[j]].mapped);
+		remap_slots(r, op, lo, k);
 	}
+	return err;
+}
+
+/*
+ * Copy every distinct page down and unmap every slot, group by group: the
+ * copies of group g are queued before group g-1, whose copies are then
+ * finished, is unmapped. On failure every slot is mapped again, as it was.
+ */
+static int evict_copy_unmap(struct vkv_tier *t, struct vkv_region *r,
+			    const struct vkv_op *op, struct tier_slot *const *ts,
+			    struct vkv_tier_entry **ents, const uint64_t *addr,
+			    const size_t *first)
+{
+	struct vkv_backend *b = &t->ctx->backend;
+	size_t lo, hi, plo = 0, phi = 0, unmapped = 0;
+	vkv_fence pf = 0;
+	bool pending = false;
+	int err = 0;
+
+	for (lo = 0; lo < op->n && !err; lo = hi) {
+		vkv_fence f = 0;
+
+		hi = group_end(r, op, ts, lo);
+		err = copy_entries(t, ents + first[lo], addr + first[lo],
+				   first[hi] - first[lo], true, &f);
+		if (pending) {
+			int werr = fences_finish(b, &pf, 1);
+
+			pending = false;
+			if (!err)
+				err = werr;
+			if (!err)
+				err = unmap_slots(r, op, plo, phi);
+			if (!err)
+				unmapped = phi;
+		}
+		if (err) {
+			fences_finish(b, &f, 1);
+			break;
+		}
+		pf = f;
+		pending = true;
+		plo = lo;
+		phi = hi;
+	}
+	if (pending) {
+		err = fences_finish(b, &pf, 1);
+		if (!err)
+			err = unmap_slots(r, op, plo, phi);
+		if (!err)
+			unmapped = phi;
+	}
+	if (err)
+		remap_slots(r, op, 0, unmapped);
 	return err;
 }
 
@@ -354,21 +464,20 @@ static int run_evict(struct vkv_tier *t, struct vkv_op *op)
 	struct vkv_tier_entry **ents = NULL;
 	struct tier_slot **ts;
 	uint64_t *addr = NULL, t0 = vkv__now_ns(), bytes;
-	size_t m = 0;
+	size_t m = 0, *first;
 	int err;
 
 	ts = calloc(op->n, sizeof(*ts));
-	err = ts ? collect_pages(r, op, ts, &ents, &addr, &m)
-		 : vkv__set_error(-ENOMEM, "evict: out of host memory");
+	first = calloc(op->n + 1, sizeof(*first));
+	err = ts && first ? collect_pages(r, op, ts, &ents, &addr, &m, first)
+			  : vkv__set_error(-ENOMEM, "evict: out of host memory");
 	if (!err)
 		err = store_alloc(t, op->tier, ents, m);
 	pthread_mutex_unlock(&ctx->lock);
 	if (!err && op->has_fence)
 		err = ctx->backend.ops->fence_wait(&ctx->backend, op->fence);
 	if (!err)
-		err = copy_entries(t, ents, addr, m, true);
-	if (!err)
-		err = unmap_batch(r, op);
+		err = evict_copy_unmap(t, r, op, ts, ents, addr, first);
 	pthread_mutex_lock(&ctx->lock);
 	bytes = m * r->page_size;
 	if (err) {
@@ -407,6 +516,7 @@ static int run_evict(struct vkv_tier *t, struct vkv_op *op)
 out:
 	free(ents);
 	free(addr);
+	free(first);
 	free(ts);
 	return err;
 }
@@ -424,22 +534,23 @@ static bool host_memory(const struct vkv_backend *b)
  * mappings; host memory is then prefaulted (vkv__tier_prefault), which
  * costs much less than the page fault per 4 KiB the copy would take.
  */
-static int map_batch(struct vkv_region *r, const struct vkv_op *op,
-		     struct tier_slot *const *ts, bool populate)
+static int map_slots(struct vkv_region *r, const struct vkv_op *op,
+		     struct tier_slot *const *ts, size_t lo, size_t hi,
+		     bool populate)
 {
 	size_t k;
 	int err = 0;
 
-	for (k = 0; k < op->n && !err; k++)
+	for (k = lo; k < hi && !err; k++)
 		err = vkv__slot_map_range(r, op->slots[k], 0, ts[k]->mapped);
 	if (err) {
-		for (size_t j = 0; j + 1 < k; j++)
+		for (size_t j = lo; j + 1 < k; j++)
 			vkv__slot_unmap_range(r, op->slots[j], 0, ts[j]->mapped);
 		return err;
 	}
 	if (!populate || !host_memory(&r->ctx->backend))
 		return 0;
-	for (k = 0; k < op->n; k++)
+	for (k = lo; k < hi; k++)
 		for (uint32_t t = 0; t < r->ntensors && ts[k]->mapped; t++)
 			vkv__tier_prefault(vkv__page_addr(r, op->slots[k], t, 0),
 					   ts[k]->mapped * r->page_size);
@@ -466,11 +577,60 @@ void vkv__tier_prefault(uint64_t addr, uint64_t bytes)
 		(void)p[off];
 }
 
-static void unmap_all(struct vkv_region *r, const struct vkv_op *op,
-		      struct tier_slot *const *ts)
+static void unmap_slots_ts(struct vkv_region *r, const struct vkv_op *op,
+			   struct tier_slot *const *ts, size_t lo, size_t hi)
 {
-	for (size_t k = 0; k < op->n; k++)
+	for (size_t k = lo; k < hi; k++)
 		vkv__slot_unmap_range(r, op->slots[k], 0, ts[k]->mapped);
+}
+
+/*
+ * Map every slot at its old addresses and copy its data in. DRAM: group
+ * by group, each group's copies queued as soon as it is mapped, so the
+ * next group is mapped while they run. NVMe data is copied in block by
+ * block while later reads are in flight: page faults there overlap with
+ * I/O, so no prefaulting. On failure nothing stays mapped.
+ */
+static int restore_map_copy(struct vkv_tier *t, struct vkv_region *r,
+			    const struct vkv_op *op, struct tier_slot *const *ts,
+			    struct vkv_tier_entry **ents, const uint64_t *addr,
+			    const size_t *first, unsigned tier)
+{
+	struct vkv_backend *b = &t->ctx->backend;
+	size_t lo, hi, mapped = 0, nf = 0;
+	vkv_fence *f;
+	int err = 0, werr;
+
+	if (tier != VKV_TIER_DRAM) {
+		err = map_slots(r, op, ts, 0, op->n, false);
+		if (!err) {
+			err = copy_entries(t, ents, addr, first[op->n], false, NULL);
+			if (err)
+				unmap_slots_ts(r, op, ts, 0, op->n);
+		}
+		return err;
+	}
+	f = calloc(op->n, sizeof(*f));
+	if (!f)
+		return vkv__set_error(-ENOMEM, "restore: out of host memory");
+	for (lo = 0; lo < op->n && !err; lo = hi) {
+		hi = group_end(r, op, ts, lo);
+		err = map_slots(r, op, ts, lo, hi, true);
+		if (err)
+			break;
+		mapped = hi;
+		err = copy_entries(t, ents + first[lo], addr + first[lo],
+				   first[hi] - first[lo], false, &f[nf]);
+		if (!err)
+			nf++;
+	}
+	werr = fences_finish(b, f, nf);
+	if (!err)
+		err = werr;
+	if (err)
+		unmap_slots_ts(r, op, ts, 0, mapped);
+	free(f);
+	return err;
 }
 
 /* After a failed restore: slots whose copy is bad come back empty (lock
@@ -538,7 +698,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 	struct ptrmap map = { 0 };
 	uint64_t *addr = NULL, total = 0, t0 = vkv__now_ns();
 	unsigned tier = r->slots[op->slots[0]].tier;
-	size_t m = 0;
+	size_t m = 0, *first = calloc(op->n + 1, sizeof(size_t));
 	int err;
 
 	ts = calloc(op->n, sizeof(*ts));
@@ -549,7 +709,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 	ents = calloc(total ? total : 1, sizeof(*ents));
 	addr = calloc(total ? total : 1, sizeof(*addr));
 	pages = calloc(total ? total : 1, sizeof(*pages));
-	if (!ts || !ents || !addr || !pages || ptrmap_init(&map, total)) {
+	if (!ts || !ents || !addr || !pages || !first || ptrmap_init(&map, total)) {
 		err = vkv__set_error(-ENOMEM, "restore: out of host memory");
 		goto out;
 	}
@@ -557,6 +717,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 	 * at consecutive offsets along each tensor as often as the pool has
 	 * them so, and the backend maps each such run with one call. */
 	for (size_t k = 0; k < op->n; k++) {
+		first[k] = m;
 		for (uint32_t tn = 0; tn < r->ntensors; tn++) {
 			for (uint64_t p = 0; p < ts[k]->mapped; p++) {
 				uint64_t i = p * r->ntensors + tn;
@@ -570,6 +731,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 			}
 		}
 	}
+	first[op->n] = m;
 	for (size_t i = 0; i < m; i++) {
 		if (ents[i]->bad) {
 			/* An earlier restore found this copy corrupt. */
@@ -600,14 +762,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 		}
 	}
 	pthread_mutex_unlock(&ctx->lock);
-	/* NVMe data is copied in block by block while later reads are in
-	 * flight: page faults there overlap with I/O, so no prefaulting. */
-	err = map_batch(r, op, ts, tier == VKV_TIER_DRAM);
-	if (!err) {
-		err = copy_entries(t, ents, addr, m, false);
-		if (err)
-			unmap_all(r, op, ts);
-	}
+	err = restore_map_copy(t, r, op, ts, ents, addr, first, tier);
 	pthread_mutex_lock(&ctx->lock);
 	if (err) {
 		vkv__pool_put(&ctx->pool, pages, m);
@@ -629,6 +784,7 @@ out:
 	free(ents);
 	free(addr);
 	free(pages);
+	free(first);
 	free(ts);
 	return err;
 }
