@@ -1112,9 +1112,14 @@ int main(int argc, char **argv)
 		       vkv_last_error());
 		return 77;
 	}
-	if (!fake)
+	if (!fake) {
 		printf("test_cuda: real driver %d: the contract and API tests "
 		       "run, fault injection and leak checks are skipped\n",
 		       vkv__cu()->driver_version);
+		/* This process has initialised the driver (vkv__cu() above),
+		 * and a child forked after cuInit cannot use CUDA: the tests
+		 * run in this process, one after another. */
+		setenv("CK_FORK", "no", 1);
+	}
 	return vkv_check_run(cuda_suite());
 }

@@ -91,7 +91,9 @@ static struct vkv_attn_params dev_params(const struct kern_case *c,
 
 static void sync_all(void)
 {
-	ck_assert_int_eq(VKV_CU_CALL(vkv__cu(), cuCtxSynchronize), 0);
+	int err = VKV_CU_CALL(vkv__cu(), cuCtxSynchronize);
+
+	ck_assert_msg(err == 0, "the kernel failed: %s", vkv_last_error());
 }
 
 /* ---------------------------------------------------------------- attention */

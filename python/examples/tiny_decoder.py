@@ -230,11 +230,11 @@ def make_requests(seed, count, vocab):
     return reqs
 
 
-def serve(model, store, requests, max_slots, budget_pages, swap):
+def serve(model, store, requests, max_slots, budget_pages, swap, block=None):
     """Run every request to completion; returns ({id: tokens}, {id: logits},
     counters). The schedule depends only on the requests and the budget, so
     both stores run exactly the same batches."""
-    tpp = store.tokens_per_page
+    tpp = block or store.tokens_per_page  # tokens per budget unit
     waiting = [dict(r, out=[], logits=[], slot=None, length=0) for r in requests]
     swapped, running, done = [], [], {}
     counters = dict(iterations=0, preemptions=0, restores=0, recomputes=0, steps=0)
@@ -316,8 +316,8 @@ def main():
     ap.add_argument("--max-slots", type=int, default=4)
     ap.add_argument("--max-context", type=int, default=512)
     ap.add_argument("--budget-pages", type=int, default=0,
-                    help="KV pages per tensor the running requests may hold (0: half "
-                    "the peak demand, so that preemption happens)")
+                    help="KV blocks (a page, at most 64 tokens) per tensor the running "
+                    "requests may hold (0: half the peak demand, so that preemption happens)")
     ap.add_argument("--preempt", choices=("auto", "swap", "recompute"), default="auto",
                     help="swap = evict/restore (needs libvkv's tiering API)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -335,21 +335,24 @@ def main():
     if swap and not vkv.has_tiering():
         print("tiny_decoder: --preempt swap needs libvkv's tiering API", file=sys.stderr)
         return 2
-    tpp = store.tokens_per_page
+    # The schedule budgets KV in blocks of at most 64 tokens: a 2 MiB GPU
+    # page holds thousands of this tiny model's tokens, and a budget in
+    # whole pages would never preempt anything.
+    tpp = min(store.tokens_per_page, 64)
     biggest = max(-(-(len(r["prompt"]) + r["max_new"]) // tpp) for r in requests)
     budget = args.budget_pages or max(args.max_slots * biggest // 2, biggest)
 
     plain = PlainStore(model, args.max_slots, args.max_context, device, tpp)
     t0 = time.perf_counter()
-    ref = serve(model, plain, requests, args.max_slots, budget, swap)
+    ref = serve(model, plain, requests, args.max_slots, budget, swap, tpp)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    got = serve(model, store, requests, args.max_slots, budget, swap)
+    got = serve(model, store, requests, args.max_slots, budget, swap, tpp)
     t_vkv = time.perf_counter() - t0
     bad = compare(got, ref)
     report = dict(ok=not bad, requests=len(requests), tokens=sum(len(t) for t in got[0].values()),
                   preemption="swap" if swap else "recompute", budget_pages=budget,
-                  tokens_per_page=tpp, vkv_s=round(t_vkv, 3), plain_s=round(t_plain, 3),
+                  tokens_per_page=store.tokens_per_page, block_tokens=tpp, vkv_s=round(t_vkv, 3), plain_s=round(t_plain, 3),
                   sdpa=hasattr(F, "scaled_dot_product_attention"), torch=torch.__version__,
                   device=str(device), **got[2], **store.report())
     store.close()

@@ -93,6 +93,14 @@ check_key() {
 	fi
 }
 
+# compute-sanitizer's verdict, or its first report.
+sanitizer_key() {
+	local l
+	l=$(grep -m1 -E '=+ (Invalid|Misaligned|Out-of-range|Program hit|ERROR SUMMARY)' "$1" |
+		sed 's/^=* *//' | cut -c1-90)
+	echo "${l:-$(tail -n1 "$1" | cut -c1-60)}"
+}
+
 # The first error of a build log.
 build_key() {
 	local l
@@ -211,6 +219,13 @@ if [ -x "$BUILD/tests/test_kernels_gpu" ]; then
 		states[-1]=FAIL
 		keys[-1]="ran on the test double, not a GPU"
 	}
+	# A kernel fault poisons the context, so every later check fails
+	# too: compute-sanitizer names the first bad access.
+	if [ "${states[-1]}" = FAIL ] && command -v compute-sanitizer >/dev/null; then
+		run_step kernels-sanitizer 120 sanitizer_key env CK_RUN_CASE=attention \
+			compute-sanitizer --tool memcheck --print-limit 4 \
+			"$BUILD/tests/test_kernels_gpu"
+	fi
 else
 	absent kernels-vs-reference "$BUILD/tests/test_kernels_gpu not built"
 fi
@@ -257,6 +272,11 @@ else
 		# NVMe through the cuda backend (fio's floor only where installed)
 		bench bench-tier-nvme-cuda 60 evict_gbps "$BENCH" tier --backend cuda \
 			--tier nvme --size 1G --reps 3 --json
+		# what the disk itself gives to O_DIRECT (fio is not installed
+		# on every GPU machine)
+		[ -x "$BUILD/bin/vkvstat" ] &&
+			run_step probe-disk 60 check_key "$BUILD/bin/vkvstat" probe \
+				--dir /var/tmp --size 1G
 	else
 		absent bench-tier "no vkvbench tier"
 	fi

@@ -241,7 +241,10 @@ static void t_driver(void)
 		CU(cuMemFree(p[i]));
 	CU(cuMemFree(pp));
 	st = shim_stats();
-	CHECK(st.in_use_bytes == 0 && st.frees == N + 1 && st.allocs == N + 1);
+	CHECK(st.in_use_bytes == 0 && st.frees == N + 1 && st.allocs == N + 1,
+	      "(%llu bytes in use, %llu frees, %llu allocs; want 0, %d, %d)",
+	      (unsigned long long)st.in_use_bytes, (unsigned long long)st.frees,
+	      (unsigned long long)st.allocs, N + 1, N + 1);
 	CHECK(st.peak_in_use >= sum);
 	if (driver_allocs(&fst))
 		CHECK(fst.free_calls == 0 && fst.live == 0);
