@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -328,9 +327,8 @@ static int block_done(const struct xfer *x, uint64_t ci, uint8_t *buf,
 				      (unsigned long long)c);
 	}
 	if (x->nv->host_mem)
-		/* One call instead of a page fault per 4 KiB of the copy. */
-		madvise((void *)(uintptr_t)(x->addr[i] + c * io), io,
-			MADV_POPULATE_WRITE);
+		/* A fault per 16 pages instead of one per 4 KiB of the copy. */
+		vkv__tier_prefault(x->addr[i] + c * io, io);
 	return b->ops->copy_from_host(b, x->addr[i] + c * io, buf, io);
 }
 
