@@ -37,6 +37,13 @@ $(CUDADOUBLE): tests/cudadouble/fakecuda.c tests/cudadouble/fakecuda.h \
 		-shared -Wl,-soname,libcuda.so.1 -Wl,-Bsymbolic \
 		-o $@ $(filter %.c,$^) $(LDFLAGS) -ldl -pthread
 
+# The driver table against cudaTypedefs.h: entry points whose cuda.h
+# declaration is older than their newest ABI must be pinned.
+.PHONY: check-cuda-abi
+check-cuda-abi:
+	tests/check_cuda_abi.sh $(CUDA_HOME)
+CHECK_TARGETS += check-cuda-abi
+
 TEST_CUDA := $(BUILD)/tests/test_cuda
 
 $(TEST_CUDA): tests/test_cuda.c tests/cudadouble/fakecuda.h $(BUILD)/lib/libvkv.a

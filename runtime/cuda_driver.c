@@ -9,6 +9,16 @@
  * not build with per-thread default streams); then dlsym of the versioned
  * name the header maps to (cuMemGetInfo_v2); then dlsym of the plain name.
  *
+ * Except where cuda.h's plain declaration keeps an older ABI than the
+ * newest one at its version: CUDA 13.0 added cuCtxSynchronize_v2(CUcontext)
+ * but cuda.h's cuCtxSynchronize is still the 2.0 one, taking nothing, and
+ * cuGetProcAddress at 13000 hands out the new one. Such entries are asked
+ * for at the version of their ABI (pinned_version below; found on an H200
+ * with driver 580: cuCtxSynchronize failed with CONTEXT_IS_DESTROYED, the
+ * context argument being whatever the register held).
+ * tests/check_cuda_abi.sh compares the table with cudaTypedefs.h so that
+ * the next such change is caught at build time.
+ *
  * The result, good or bad, is computed once (pthread_once) and kept for the
  * life of the process; the library handle is never closed, because the
  * driver cannot be unloaded safely while anything may still call it.
@@ -62,19 +72,37 @@ static void load_failed(int err, const char *fmt, ...)
 	cu_load_err = err;
 }
 
+/* The cuGetProcAddress version of an entry whose declaration in cuda.h is
+ * older than the newest ABI of that name (see the top of this file). */
+static int pinned_version(const char *name)
+{
+	static const struct {
+		const char *name;
+		int version;
+	} pins[] = {
+		{ "cuCtxSynchronize", 2000 }, /* not _v13000 (CUcontext ctx) */
+	};
+
+	for (size_t i = 0; i < sizeof(pins) / sizeof(pins[0]); i++)
+		if (!strcmp(pins[i].name, name))
+			return pins[i].version;
+	return CUDA_VERSION;
+}
+
 static void *lookup(void *lib, getproc_v2_fn gp2, getproc_v1_fn gp1,
 		    const struct cu_entry *e)
 {
 	CUdriverProcAddressQueryResult st;
+	int version = pinned_version(e->name);
 	void *p = NULL;
 
-	if (gp2 && gp2(e->name, &p, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT,
+	if (gp2 && gp2(e->name, &p, version, CU_GET_PROC_ADDRESS_DEFAULT,
 		       &st) == CUDA_SUCCESS && st == CU_GET_PROC_ADDRESS_SUCCESS &&
 	    p)
 		return p;
 	p = NULL;
 	if (!gp2 && gp1 &&
-	    gp1(e->name, &p, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT) ==
+	    gp1(e->name, &p, version, CU_GET_PROC_ADDRESS_DEFAULT) ==
 		    CUDA_SUCCESS &&
 	    p)
 		return p;

@@ -676,8 +676,10 @@ START_TEST(backend_context_on_every_thread)
 	OK(j.err);
 	ck_assert(dev_equals(j.addr, "\x5a", 1));
 	/* A thread working in another context gets it back. */
-	if (ndev < 2)
+	if (ndev < 2) {
+		OK(ops(&b)->unmap_pages(&b, j.addr, 1));
 		goto out;
+	}
 	ck_assert_int_eq(vkv__cu()->cuDevicePrimaryCtxRetain(&other, 1), CUDA_SUCCESS);
 	ck_assert_int_eq(vkv__cu()->cuCtxSetCurrent(other), CUDA_SUCCESS);
 	OK(ops(&b)->unmap_pages(&b, j.addr, 1));

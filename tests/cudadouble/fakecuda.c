@@ -781,6 +781,27 @@ FK_API CUresult cuCtxSynchronize(void)
 	return res ? res : fk_leave(CUDA_SUCCESS);
 }
 
+/*
+ * The ABI that a CUDA 13 driver's cuGetProcAddress("cuCtxSynchronize",
+ * version >= 13000) hands out: it takes the context (NULL: the current
+ * one). A caller that declares it as cuda.h's cuCtxSynchronize(void)
+ * passes garbage, which the real driver answers with
+ * CUDA_ERROR_CONTEXT_IS_DESTROYED; so does this.
+ */
+static CUresult fk_ctx_synchronize_v13000(CUcontext ctx)
+{
+	CUresult res = fk_enter(FK_cuCtxSynchronize, FK_NEED_INIT);
+
+	if (res)
+		return res;
+	if (ctx && !is_ctx(ctx))
+		return fk_leave(fk_bad(CUDA_ERROR_CONTEXT_IS_DESTROYED,
+				       "cuCtxSynchronize_v2", "not a context"));
+	if (!ctx && !cur_ctx)
+		return fk_leave(CUDA_ERROR_INVALID_CONTEXT);
+	return fk_leave(CUDA_SUCCESS);
+}
+
 /* ----------------------------------------------------- physical allocations */
 
 static CUresult check_prop(const CUmemAllocationProp *prop, const char *call)
@@ -1729,12 +1750,18 @@ FK_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int version,
 {
 	CUresult res = fk_enter(FK_cuGetProcAddress, FK_NEED_NOTHING);
 
-	(void)version;
 	(void)flags;
 	if (res)
 		return res;
 	if (!symbol || !pfn)
 		return fk_leave(CUDA_ERROR_INVALID_VALUE);
+	/* as a CUDA 13 driver: the newest ABI at the version asked for */
+	if (!strcmp(symbol, "cuCtxSynchronize") && version >= 13000) {
+		*pfn = (void *)fk_ctx_synchronize_v13000;
+		if (status)
+			*status = CU_GET_PROC_ADDRESS_SUCCESS;
+		return fk_leave(CUDA_SUCCESS);
+	}
 	for (size_t i = 0; i < sizeof(fk_procs) / sizeof(fk_procs[0]); i++) {
 		if (!strcmp(symbol, fk_procs[i].name)) {
 			*pfn = fk_procs[i].fn;

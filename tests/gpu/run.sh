@@ -14,7 +14,9 @@
 #   OUT=/tmp/res tests/gpu/run.sh
 #
 # Without a GPU it exits 77 and says why. Environment: BUILD (default
-# build), VKV_DEVICE (default 0), JOBS, GPU_BUDGET_S (default 480).
+# build), VKV_DEVICE (default 0), JOBS, GPU_BUDGET_S (default 480),
+# GPU_ONLY (a regex: run only the steps it matches), VKV_GPU_PREBUILT=1
+# (use $BUILD as built elsewhere).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -115,6 +117,10 @@ run_step() {
 	shift 3
 	local log="$LOG/$name.log" json="$LOG/$name.json" t0=$SECONDS rc key state
 	local rest
+	# GPU_ONLY=REGEX: run only the steps whose name matches (a rerun)
+	if [ -n "${GPU_ONLY:-}" ] && ! [[ $name =~ $GPU_ONLY ]]; then
+		return
+	fi
 	rest=$(left)
 	if [ "$rest" -lt 15 ]; then
 		record "$name" SKIP 0 "out of time (budget ${BUDGET}s)"

@@ -242,9 +242,12 @@ static void t_driver(void)
 	CU(cuMemFree(pp));
 	st = shim_stats();
 	CHECK(st.in_use_bytes == 0 && st.frees == N + 1 && st.allocs == N + 1,
-	      "(%llu bytes in use, %llu frees, %llu allocs; want 0, %d, %d)",
+	      "(%llu bytes in use, %llu frees, %llu allocs; want 0, %d, %d; "
+	      "%llu pending, %llu passed through)",
 	      (unsigned long long)st.in_use_bytes, (unsigned long long)st.frees,
-	      (unsigned long long)st.allocs, N + 1, N + 1);
+	      (unsigned long long)st.allocs, N + 1, N + 1,
+	      (unsigned long long)st.pending_bytes,
+	      (unsigned long long)st.passthrough);
 	CHECK(st.peak_in_use >= sum);
 	if (driver_allocs(&fst))
 		CHECK(fst.free_calls == 0 && fst.live == 0);
