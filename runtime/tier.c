@@ -336,19 +336,23 @@ static int collect_pages(struct vkv_region *r, const struct vkv_op *op,
 		if (!ts[k] || !(ts[k]->ent = calloc(np ? np : 1, sizeof(void *))))
 			goto nomem_map;
 		ts[k]->mapped = sl->mapped;
+		/* Tensor by tensor, as restoration reads them back: the
+		 * store's blocks and extents, allocated in this order, are
+		 * then read sequentially. */
 		for (uint64_t i = 0; i < np; i++) {
+			uint64_t tn = i / sl->mapped, p = i % sl->mapped;
+			uint64_t e = p * r->ntensors + tn;
 			bool added;
-			size_t idx = ptrmap_get(&map, sl->pages[i], *m, &added);
+			size_t idx = ptrmap_get(&map, sl->pages[e], *m, &added);
 
 			if (added) {
 				(*ents)[idx] = calloc(1, sizeof(struct vkv_tier_entry));
 				if (!(*ents)[idx])
 					goto nomem_map;
-				(*addr)[idx] = vkv__page_addr(r, s, i % r->ntensors,
-							      i / r->ntensors);
+				(*addr)[idx] = vkv__page_addr(r, s, (uint32_t)tn, p);
 				(*m)++;
 			}
-			ts[k]->ent[i] = (*ents)[idx];
+			ts[k]->ent[e] = (*ents)[idx];
 		}
 	}
 	first[op->n] = *m;
