@@ -274,6 +274,10 @@ FA_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch,
 	size_t p;
 	CUresult res;
 
+	/* as the real driver (seen on driver 580): the out-pointer is
+	 * cleared even when the call fails */
+	if (dptr)
+		*dptr = 0;
 	if (!dptr || !pitch || !width || !height ||
 	    (elem != 4 && elem != 8 && elem != 16))
 		return CUDA_ERROR_INVALID_VALUE;

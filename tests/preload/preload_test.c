@@ -230,7 +230,13 @@ static void t_driver(void)
 	CHECK(pitch >= 100 && pitch % 256 == 0);
 	CU(cuMemGetAddressRange(&base, &size, pp + pitch));
 	CHECK(base == pp && size == pitch * 10);
-	CHECK(cuMemAllocPitch(&pp, &pitch, 100, 10, 3) != CUDA_SUCCESS);
+	{
+		/* not into pp: a failing call clears its out-pointer */
+		CUdeviceptr bad;
+		size_t bad_pitch;
+
+		CHECK(cuMemAllocPitch(&bad, &bad_pitch, 100, 10, 3) != CUDA_SUCCESS);
+	}
 	CU(cuMemGetInfo(&fr, &total));
 	CHECK(fr <= total && total > 0);
 	if (driver_allocs(&fst))
