@@ -424,7 +424,9 @@ static int evict_copy_unmap(struct vkv_tier *t, struct vkv_region *r,
 	for (lo = 0; lo < op->n && !err; lo = hi) {
 		vkv_fence f = 0;
 
-		hi = group_end(r, op, ts, lo);
+		/* NVMe: one transfer, so that the ring never drains between
+		 * groups (the writes finish before it returns anyway). */
+		hi = op->tier == VKV_TIER_DRAM ? group_end(r, op, ts, lo) : op->n;
 		err = copy_entries(t, ents + first[lo], addr + first[lo],
 				   first[hi] - first[lo], true, &f);
 		if (pending) {
@@ -592,8 +594,9 @@ static void unmap_slots_ts(struct vkv_region *r, const struct vkv_op *op,
  * Map every slot at its old addresses and copy its data in. DRAM: group
  * by group, each group's copies queued as soon as it is mapped, so the
  * next group is mapped while they run. NVMe data is copied in block by
- * block while later reads are in flight: page faults there overlap with
- * I/O, so no prefaulting. On failure nothing stays mapped.
+ * block while later reads are in flight, each block's destination
+ * prefaulted just before its copy (tier_nvme.c), so that page-table work
+ * overlaps with I/O. On failure nothing stays mapped.
  */
 static int restore_map_copy(struct vkv_tier *t, struct vkv_region *r,
 			    const struct vkv_op *op, struct tier_slot *const *ts,
