@@ -75,6 +75,7 @@ assert p["reserved_bytes"] >= p["committed_bytes"] > 0, p
 assert [t["tier"] for t in p["tiers"]] == ["device", "dram", "nvme"]
 assert 0.0 <= p["fragmentation"] <= 1.0
 assert len(p["steps"]["histogram_log2_ns"]) == 40
+assert {"pending_bytes", "idle_bytes", "fragmentation_ppm"} <= p["preload"].keys(), p["preload"]
 print("committed", p["committed_bytes"], "comm", p["comm"])
 ' "$pid" || fail "JSON content"
 	ok "--json reports pid $pid with committed > 0"

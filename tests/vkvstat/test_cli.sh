@@ -116,8 +116,9 @@ for tier, (cap, used, ev, rs, errors, fileb) in ((1, (4 * GiB, GiB, 120, 80, 0, 
     off = 648 + 128 * tier
     struct.pack_into("<10Q", b, off, cap, used, ev, rs, 10 * GiB, 5 * GiB,
                      10**9, 2 * 10**9, errors, fileb)
-struct.pack_into("<12Q", b, 1032, 8 * GiB, GiB, GiB // 2, GiB, GiB, 512,
-                 64 << 20, 1000, 900, 3, 2 * GiB, 7)
+struct.pack_into("<15Q", b, 1032, 8 * GiB, GiB, GiB // 2, GiB, GiB, 512,
+                 64 << 20, 1000, 900, 3, 2 * GiB, 7,
+                 128 << 20, 256 << 20, 63000)  # pending, idle, fragmentation ppm
 open(sys.argv[2], "wb").write(b)
 PY
 "$VKVSTAT" --pid $$ >"$T/table" 2>/dev/null || fail "table of the synthetic segment"
@@ -125,7 +126,9 @@ grep -Eq "^ *$$ synthetic +host +16.0G +768M +256M .* 67% " "$T/table" &&
 	grep -Eq "^ *$$ synthetic +4.00G +1.00G +- +120 +80 +10.74 +2.68 +0$" "$T/table" &&
 	grep -Eq "^ *$$ synthetic +- +2.00G +8.00G +30 +5 +10.74 +2.68 +2$" "$T/table" &&
 	grep -q "^PRELOAD" "$T/table" &&
-	grep -Eq "^ *$$ synthetic +8.00G +1.00G +512M +1.00G +512 +2.00G +64.0M +3" "$T/table" ||
+	grep -Eq "^ *$$ synthetic +8.00G +1.00G +512M +1.00G +512 +2.00G +64.0M +3" "$T/table" &&
+	grep -A1 -E "^ *$$ synthetic +8.00G" "$T/table" | tail -n 1 |
+	grep -Eq "^ {19}pending 128M, idle 256M, fragmentation 6.3%$" ||
 	fail "synthetic segment's tables: $(cat "$T/table")"
 awk 'length > 80 { exit 1 }' "$T/table" || fail "full table wider than 80 columns"
 if command -v promtool >/dev/null; then
@@ -134,8 +137,28 @@ fi
 "$VKVSTAT" --prometheus >"$T/prom"
 grep -qx "vkv_tier_errors_total{pid=\"$$\",comm=\"synthetic\",tier=\"nvme\"} 2" "$T/prom" ||
 	fail "tier counter in Prometheus"
+for m in "pending_bytes 134217728" "idle_bytes 268435456" "fragmentation_ratio 0.063"; do
+	grep -qx "vkv_preload_${m% *}{pid=\"$$\",comm=\"synthetic\"} ${m#* }" "$T/prom" ||
+		fail "vkv_preload_${m% *} in Prometheus: $(grep "vkv_preload_${m% *}" "$T/prom")"
+	grep -qx "# TYPE vkv_preload_${m% *} gauge" "$T/prom" || fail "vkv_preload_${m% *}: no TYPE gauge"
+done
+"$VKVSTAT" --json --pid $$ | python3 -c '
+import json, sys
+pl = json.load(sys.stdin)["processes"][0]["preload"]
+assert pl["pending_bytes"] == 128 << 20, pl
+assert pl["idle_bytes"] == 256 << 20, pl
+assert pl["fragmentation_ppm"] == 63000, pl
+assert pl["passthrough"] == 7, pl
+' || fail "preload fields in JSON"
+# an impossible fragmentation (over 100%) must not widen the table
+python3 -c 'import struct, sys; f = open(sys.argv[1], "r+b"); f.seek(1144); f.write(struct.pack("<Q", 2**64 - 1))' \
+	"$VKV_STATS_DIR/vkv-stats.$$"
+"$VKVSTAT" --pid $$ >"$T/table" 2>/dev/null || fail "table with a hostile fragmentation"
+grep -Eq "^ {19}pending 128M, idle 256M, fragmentation \?$" "$T/table" ||
+	fail "hostile fragmentation in the table: $(grep pending "$T/table")"
+awk 'length > 80 { exit 1 }' "$T/table" || fail "hostile fragmentation widens the table"
 rm -f "$VKV_STATS_DIR/vkv-stats.$$"
-ok "tier, preload and error columns from a synthetic segment"
+ok "tier, preload (pending, idle, fragmentation too) and error columns from a synthetic segment"
 
 # --- kernel module counters from a fake sysfs ------------------------------
 FS=$T/sys

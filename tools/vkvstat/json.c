@@ -129,6 +129,9 @@ static void preload(struct jw *w, const struct vkv_stats_preload *p)
 	u64(w, "ooms", p->ooms);
 	u64(w, "limit_bytes", p->limit_bytes);
 	u64(w, "passthrough", p->passthrough);
+	u64(w, "pending_bytes", p->pending_bytes);
+	u64(w, "idle_bytes", p->idle_bytes);
+	u64(w, "fragmentation_ppm", p->fragmentation_ppm);
 	close_(w, '}');
 }
 

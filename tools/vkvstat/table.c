@@ -129,6 +129,21 @@ static void tier_table(const struct out *o, const struct vkvstat_snapshot *s,
 		fprintf(o->f, "%7s (no process uses this tier)\n", "");
 }
 
+/* Parts per million as a percentage with one decimal, "?" above 100%
+ * (no honest writer says that, and it must not widen the line). */
+static const char *ppm_percent(char *buf, size_t len, uint64_t ppm)
+{
+	if (ppm > 1000000)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%.1f%%", (double)ppm / 1e4);
+	return buf;
+}
+
+/* One row of counters per process, and under it, in words, how its mapped
+ * memory is held back: freed on a stream but waiting for the stream's work,
+ * idle in empty chunks, or lost between allocations (fragmentation). The
+ * row is full at 79 columns, hence the second line. */
 static void preload_table(const struct out *o, const struct vkvstat_snapshot *s,
 			  const struct vkvstat_table_opts *t)
 {
@@ -159,6 +174,10 @@ static void preload_table(const struct out *o, const struct vkvstat_snapshot *s,
 			x->limit_bytes ? vkvstat_size(g, sizeof(g), x->limit_bytes) : "-",
 			vkvstat_size(h, sizeof(h), x->largest_free),
 			count(k, sizeof(k), x->ooms));
+		fprintf(o->f, "%18s pending %s, idle %s, fragmentation %s\n", "",
+			vkvstat_size(a, sizeof(a), x->pending_bytes),
+			vkvstat_size(b, sizeof(b), x->idle_bytes),
+			ppm_percent(c, sizeof(c), x->fragmentation_ppm));
 	}
 }
 
