@@ -11,15 +11,26 @@
  * Writers hold `lock` and bump `seq` to odd and back to even around their
  * stores; readers in other processes retry on odd or changed `seq`. The
  * file is unlinked at exit.
+ *
+ * A process killed by SIGKILL cannot unlink its file. So each process,
+ * once, right after creating its own segment, sweeps the directory for
+ * segments of dead processes (sweep_dead_segments below). Its writer keeps
+ * the file flock()ed for its whole life (the kernel drops the lock when the
+ * process dies), which tells a live writer apart from a dead one even when
+ * the writer lives in another pid namespace, where kill() cannot see it.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -32,6 +43,9 @@ static struct vkv_stats_segment private_seg;
 static struct vkv_stats_segment *seg = &private_seg; /* (lock) */
 static char seg_path[PATH_MAX];                     /* (lock) */
 static pid_t seg_pid;                               /* (lock) */
+/* Open on the segment file, holding a shared flock(): "its writer lives". */
+static int seg_fd = -1;                             /* (lock) */
+static pid_t swept_pid;                             /* (lock) */
 
 uint64_t vkv__now_ns(void)
 {
@@ -85,6 +99,12 @@ static void after_fork_child(void)
 		munmap(seg, sizeof(*seg));
 		seg = &private_seg;
 	}
+	/* The parent's lock stays: it belongs to the open file description,
+	 * which the parent still holds. */
+	if (seg_fd >= 0) {
+		close(seg_fd);
+		seg_fd = -1;
+	}
 }
 
 static void read_comm(char *buf, size_t len)
@@ -113,18 +133,179 @@ static struct vkv_stats_segment *create_file(const char *dir)
 		  0600);
 	if (fd < 0)
 		return NULL;
-	if (ftruncate(fd, sizeof(*m)) != 0) {
-		close(fd);
-		unlink(seg_path);
-		return NULL;
-	}
+	/* Locked before it holds anything: a sweeper never sees a valid
+	 * segment of a live writer unlocked. Without the lock (a file system
+	 * that refuses flock) sweepers there cannot lock it either, and keep
+	 * it. */
+	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
+		vkv__debug("stats: cannot lock %s (%s)", seg_path, strerror(errno));
+	if (ftruncate(fd, sizeof(*m)) != 0)
+		goto err_unlink;
 	m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (m == MAP_FAILED) {
-		unlink(seg_path);
-		return NULL;
-	}
+	if (m == MAP_FAILED)
+		goto err_unlink;
+	seg_fd = fd;
 	return m;
+
+err_unlink:
+	close(fd);
+	unlink(seg_path);
+	return NULL;
+}
+
+/* ------------------------------------------------- sweeping dead segments
+ *
+ * A segment is swept only when all of this holds for the very file that is
+ * unlinked: its name is VKV_STATS_PREFIX<pid> and not ours, it is a regular
+ * file of our effective uid, it starts with a valid header (magic, version,
+ * the same pid), nobody holds its flock() (its writer is dead, whatever pid
+ * namespace it lived in), and kill(pid, 0) fails with ESRCH (no process has
+ * that pid now). Only kill() and flock() decide: no /proc needed.
+ *
+ * The race: between the checks and the unlink, a new process may get the
+ * dead pid and create its segment under the same name. Unlinking by name
+ * would then remove the new, live segment. So the file is first renamed to
+ * a name of our own (which neither vkvstat nor a sweep matches), checked
+ * there, and unlinked only there; a file that turns out to be alive, or
+ * cannot be judged, is renamed back without replacing anything. The name
+ * is empty only for that moment, which a reader sees as a process that has
+ * not published yet.
+ */
+
+/* At most this many segment files are looked at by one sweep. */
+#define SWEEP_MAX_FILES 4096
+
+/* pid of a segment's file name, or 0 when it is not a segment's name. */
+static pid_t segment_name_pid(const char *name)
+{
+	size_t pl = strlen(VKV_STATS_PREFIX);
+	const char *d = name + pl;
+	long long v = 0;
+
+	/* Exactly as create_file writes it: no sign, no leading zero. */
+	if (strncmp(name, VKV_STATS_PREFIX, pl) != 0 || *d < '1' || *d > '9' ||
+	    strlen(d) > 10)
+		return 0;
+	for (; *d; d++) {
+		if (*d < '0' || *d > '9')
+			return 0;
+		v = v * 10 + (*d - '0');
+	}
+	return v > 0 && v <= INT_MAX ? (pid_t)v : 0;
+}
+
+static bool pid_gone(pid_t pid)
+{
+	return kill(pid, 0) == -1 && errno == ESRCH;
+}
+
+/* Is the file open at fd the segment of a dead process `pid`? */
+static bool segment_dead(int fd, pid_t pid)
+{
+	struct vkv_stats_segment h;
+	const size_t n = offsetof(struct vkv_stats_segment, start_ns);
+	struct stat st;
+
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid() || st.st_size < (off_t)sizeof(h))
+		return false;
+	if (pread(fd, &h, n, 0) != (ssize_t)n || h.magic != VKV_STATS_MAGIC ||
+	    h.version != VKV_STATS_VERSION || h.pid != pid)
+		return false;
+	/* Held (shared) by a live writer; ours is dropped at close(fd). */
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+		return false;
+	return pid_gone(pid);
+}
+
+/* Put a file we took but must not remove back under its name, never over
+ * a file that took the name meanwhile. One did only if a process with this
+ * pid created its segment since we took ours: that process's own creation
+ * would have replaced ours (create_file unlinks what it finds), so ours
+ * goes. */
+static void put_back(int dfd, const char *tmp, const char *name)
+{
+	if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
+		return;
+	if (errno == EINVAL || errno == ENOSYS) { /* no RENAME_NOREPLACE here */
+		if (linkat(dfd, tmp, dfd, name, 0) == 0 || errno == EEXIST)
+			unlinkat(dfd, tmp, 0);
+		return;
+	}
+	if (errno == EEXIST)
+		unlinkat(dfd, tmp, 0);
+}
+
+static void sweep_one(int dfd, pid_t pid)
+{
+	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	struct stat st;
+	bool dead;
+	int fd;
+
+	snprintf(name, sizeof(name), "%s%d", VKV_STATS_PREFIX, (int)pid);
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+	    !S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return;
+	if (snprintf(tmp, sizeof(tmp), "%s.swept-by-%d", name, (int)getpid()) >=
+	    (int)sizeof(tmp))
+		return;
+	if (renameat(dfd, name, dfd, tmp) != 0)
+		return; /* gone already (its owner, vkvstat), or not ours */
+	fd = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	dead = fd >= 0 && segment_dead(fd, pid);
+	if (dead && unlinkat(dfd, tmp, 0) == 0)
+		vkv__debug("stats: removed %s of a dead process", name);
+	else
+		put_back(dfd, tmp, name);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Remove the segments of dead processes of our user from `dir`. The
+ * candidates are listed first and handled after the listing: a file put
+ * back during readdir() could come up again (and again). */
+static void sweep_dead_segments(const char *dir)
+{
+	pid_t *dead = NULL;
+	size_t n = 0, cap = 0;
+	unsigned seen = 0;
+	struct dirent *de;
+	DIR *d;
+	int dfd;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL && seen < SWEEP_MAX_FILES) {
+		pid_t pid = segment_name_pid(de->d_name);
+
+		if (!pid)
+			continue;
+		seen++;
+		/* A cheap first look; sweep_one judges the file itself. */
+		if (pid == getpid() || !pid_gone(pid))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? 2 * cap : 16;
+			pid_t *p = realloc(dead, nc * sizeof(*p));
+
+			if (!p)
+				break;
+			dead = p;
+			cap = nc;
+		}
+		dead[n++] = pid;
+	}
+	for (size_t i = 0; i < n; i++)
+		sweep_one(dfd, dead[i]);
+	free(dead);
+	closedir(d); /* closes dfd */
 }
 
 void vkv__stats_open(enum vkv_backend_kind backend, const char *detail,
@@ -133,6 +314,7 @@ void vkv__stats_open(enum vkv_backend_kind backend, const char *detail,
 	static bool registered;
 	struct vkv_stats_segment *m;
 	const char *dir = vkv__opt_str(VKV_OPT_STATS_DIR);
+	bool sweep;
 
 	pthread_mutex_lock(&lock);
 	if (seg != &private_seg && seg_pid == getpid()) {
@@ -170,7 +352,12 @@ void vkv__stats_open(enum vkv_backend_kind backend, const char *detail,
 		atexit(unlink_segment);
 		pthread_atfork(NULL, NULL, after_fork_child);
 	}
+	sweep = swept_pid != seg_pid;
+	swept_pid = seg_pid;
 	pthread_mutex_unlock(&lock);
+	/* Outside the lock: stats writers of other threads need not wait. */
+	if (sweep)
+		sweep_dead_segments(dir);
 }
 
 void vkv__stats_step(uint64_t ns)

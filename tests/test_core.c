@@ -12,6 +12,7 @@
  * (host, kmod, and the test double, whose device memory is host memory).
  */
 #include <check.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -884,6 +886,188 @@ START_TEST(stats_segment_published)
 }
 END_TEST
 
+/* A child that creates a context (and so its stats segment), says so, and
+ * then holds it until go[1] is closed (or it is killed); with go NULL it
+ * exits at once. */
+static pid_t spawn_publisher(const int *go)
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	ck_assert_int_eq(pipe(ready), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct vkv_ctx_config cfg;
+		vkv_ctx *ctx = NULL;
+
+		close(ready[0]);
+		vkv_ctx_config_init(&cfg);
+		if (vkv_ctx_create(&cfg, &ctx) != 0 || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		if (go) {
+			close(go[1]);
+			while (read(go[0], &c, 1) > 0)
+				;
+		}
+		vkv_ctx_destroy(ctx);
+		exit(0);
+	}
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	return pid;
+}
+
+static void seg_name(char *buf, size_t len, const char *dir, pid_t pid)
+{
+	snprintf(buf, len, "%s/%s%d", dir, VKV_STATS_PREFIX, (int)pid);
+}
+
+static bool exists(const char *path)
+{
+	return access(path, F_OK) == 0;
+}
+
+/* A copy of `from`'s segment under the name and pid of `pid`; returns a
+ * descriptor open on it. */
+static int plant_segment(const char *dir, pid_t from, pid_t pid)
+{
+	struct vkv_stats_segment seg;
+	char path[512];
+	int fd;
+
+	seg_name(path, sizeof(path), dir, from);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(read(fd, &seg, sizeof(seg)), (int)sizeof(seg));
+	close(fd);
+	seg.pid = pid;
+	seg_name(path, sizeof(path), dir, pid);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, &seg, sizeof(seg)), (int)sizeof(seg));
+	return fd;
+}
+
+/*
+ * A process killed by SIGKILL leaves its segment; the next process that
+ * publishes removes it, and nothing else: not a live sibling's, not one
+ * whose writer still holds its lock (a live process in another pid
+ * namespace, where kill() says ESRCH), not another user's, not a file that
+ * is no valid segment, not a file of another name. The sweep runs in a
+ * child of its own, so the test holds without Check's fork too. Once in
+ * /tmp and once on tmpfs (/dev/shm, the default directory), where a file
+ * renamed during readdir() shows up again.
+ */
+START_TEST(stats_sweeps_dead_segments)
+{
+	char dir[64], killed_seg[512], live_seg[512], locked_seg[512],
+	     other_seg[512], junk_seg[512], sweeper_seg[512], stray[512];
+	const char *base = _i ? "/dev/shm" : "/tmp";
+	pid_t killed, live, sweeper, pid;
+	bool root = geteuid() == 0;
+	int go[2], locked_fd, fd, st;
+	struct dirent *de;
+	struct stat dst;
+	DIR *d;
+
+	if (stat(base, &dst) != 0 || !S_ISDIR(dst.st_mode)) {
+		printf("stats_sweeps_dead_segments: no %s, case skipped\n", base);
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s/vkv-sweep-XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	setenv("VKV_STATS_DIR", dir, 1);
+	setenv("VKV_STATS", "1", 1);
+	ck_assert_int_eq(pipe(go), 0);
+	killed = spawn_publisher(go);
+	live = spawn_publisher(go);
+	close(go[0]);
+	seg_name(killed_seg, sizeof(killed_seg), dir, killed);
+	seg_name(live_seg, sizeof(live_seg), dir, live);
+	ck_assert(exists(killed_seg) && exists(live_seg));
+	ck_assert_int_eq(kill(killed, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(killed, &st, 0), killed);
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	ck_assert_msg(exists(killed_seg), "a killed process unlinked its segment");
+
+	/* valid segments of pids no process has, which must stay */
+	pid = dead_pid();
+	seg_name(locked_seg, sizeof(locked_seg), dir, pid);
+	locked_fd = plant_segment(dir, live, pid);
+	ck_assert_int_eq(flock(locked_fd, LOCK_SH), 0);
+	pid = dead_pid();
+	seg_name(other_seg, sizeof(other_seg), dir, pid);
+	fd = plant_segment(dir, live, pid);
+	if (root)
+		ck_assert_int_eq(fchown(fd, 65534, 65534), 0);
+	close(fd);
+	pid = dead_pid();
+	seg_name(junk_seg, sizeof(junk_seg), dir, pid);
+	fd = plant_segment(dir, live, pid);
+	ck_assert_int_eq(pwrite(fd, "junk", 4, 0), 4);
+	close(fd);
+	pid = dead_pid();
+	seg_name(stray, sizeof(stray) - 8, dir, pid);
+	close(plant_segment(dir, live, pid));
+	{
+		char from[512];
+
+		seg_name(from, sizeof(from), dir, pid);
+		strcat(stray, ".old");
+		ck_assert_int_eq(rename(from, stray), 0);
+	}
+
+	sweeper = spawn_publisher(NULL);
+	ck_assert_int_eq(waitpid(sweeper, &st, 0), sweeper);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	seg_name(sweeper_seg, sizeof(sweeper_seg), dir, sweeper);
+
+	ck_assert_msg(!exists(killed_seg), "the killed process's segment stayed");
+	ck_assert_msg(exists(live_seg), "a live sibling's segment was removed");
+	ck_assert_msg(exists(locked_seg), "a locked segment was removed");
+	ck_assert_msg(exists(other_seg) || !root, "another user's segment was removed");
+	ck_assert_msg(exists(junk_seg), "a file that is no segment was removed");
+	ck_assert_msg(exists(stray), "a file of another name was removed");
+	ck_assert_msg(!exists(sweeper_seg), "the sweeper left its own segment");
+
+	close(go[1]);
+	ck_assert_int_eq(waitpid(live, &st, 0), live);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_msg(!exists(live_seg), "the sibling left its segment at exit");
+	close(locked_fd);
+	d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL) {
+		char path[512];
+
+		if (de->d_name[0] == '.')
+			continue;
+		ck_assert_msg(!strstr(de->d_name, "swept"), "left behind: %s",
+			      de->d_name);
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		unlink(path);
+	}
+	closedir(d);
+	rmdir(dir);
+	unsetenv("VKV_STATS_DIR");
+	unsetenv("VKV_STATS");
+}
+END_TEST
+
 /* Fill the process's VMA budget (vm.max_map_count) with one-page mappings
  * of a private memfd at descending offsets, so that none merge. Returns
  * the mapping area and its page count through *n. */
@@ -1140,6 +1324,7 @@ static Suite *core_suite(void)
 	/* The segment is per process: it needs a process of its own. */
 	if (!getenv("CK_FORK") || strcmp(getenv("CK_FORK"), "no"))
 		tcase_add_test(tc, stats_segment_published);
+	tcase_add_loop_test(tc, stats_sweeps_dead_segments, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("threads");
