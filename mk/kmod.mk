@@ -58,6 +58,9 @@ $(KMOD_VM)/test_core: tests/test_core.c $(BUILD)/lib/libvkv.a
 $(KMOD_VM)/test_kmod_backend: tests/kmod/test_kmod_backend.c $(BUILD)/lib/libvkv.a
 	$(kmod_static_suite)
 
+$(KMOD_VM)/test_tier: tests/test_tier.c $(BUILD)/lib/libvkv.a
+	$(kmod_static_suite)
+
 ALL_TARGETS += $(BUILD)/tests/test_kmod $(BUILD)/tests/test_kmod_backend
 CHECK_TARGETS += check-kmod
 
@@ -67,4 +70,4 @@ check-kmod: $(BUILD)/tests/test_kmod $(BUILD)/tests/test_kmod_backend
 	VKV_LOG=quiet $(BUILD)/tests/test_kmod_backend
 
 kmod-vm-progs: $(KMOD_VM)/test_kmod $(KMOD_VM)/vm_exit $(KMOD_VM)/test_core \
-	$(KMOD_VM)/test_kmod_backend $(KMOD_VM)/test_kmod_compat
+	$(KMOD_VM)/test_kmod_backend $(KMOD_VM)/test_kmod_compat $(KMOD_VM)/test_tier

@@ -11,6 +11,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
 exec 0</dev/console 1>/dev/console 2>&1
 
 fail=0
@@ -63,6 +64,15 @@ run test_kmod_compat /bin/test_kmod_compat
 if [ -x /bin/test_core ]; then
 	run core-kmod-2m env VKV_BACKEND=kmod VKV_TEST_PAGE=2097152 /bin/test_core
 	run core-kmod-4k env VKV_BACKEND=kmod VKV_TEST_PAGE=4096 /bin/test_core
+fi
+# Tiering with the module loaded: the DRAM tier's buffers come from
+# /dev/vkv (dram_tier_on_dev_vkv checks the module's counters), on the
+# host and the kmod backends; NVMe files on tmpfs (buffered fallback).
+if [ -x /bin/test_tier ]; then
+	run tier-host-2m env VKV_BACKEND=host VKV_TEST_PAGE=2097152 VKV_TEST_DIR=/tmp \
+		VKV_DRAM_CHUNK=4M CK_RUN_CASE="round trips" /bin/test_tier
+	run tier-kmod-2m env VKV_BACKEND=kmod VKV_TEST_PAGE=2097152 VKV_TEST_DIR=/tmp \
+		VKV_DRAM_CHUNK=4M CK_RUN_CASE="round trips" /bin/test_tier
 fi
 [ "${vkvplant:-}" = failtest ] && run planted-failure false
 

@@ -133,7 +133,7 @@ pack_initramfs() {
 	cp "$ROOT/tests/kmod/init.sh" "$root/init"
 	chmod 0755 "$root/init"
 	cp "$PROGS/test_kmod" "$PROGS/test_kmod_backend" "$PROGS/test_core" \
-		"$PROGS/test_kmod_compat" "$PROGS/vm_exit" "$root/bin/"
+		"$PROGS/test_kmod_compat" "$PROGS/test_tier" "$PROGS/vm_exit" "$root/bin/"
 	cp "$out/src/kmod/vkv.ko" "$root/vkv.ko"
 	image_module "$out" brd "$root/brd.ko" ||
 		log "no brd.ko in the image: the O_DIRECT test will skip"
