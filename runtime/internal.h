@@ -170,6 +170,13 @@ void vkv__pool_fini(struct vkv_pool *p);
 int vkv__pool_get(struct vkv_pool *p, struct vkv_page **out, size_t n);
 /* Give pages back to the free list (refs must be 0). */
 void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n);
+/* Sort pages by physical address where that means something to the
+ * backend (host memory: memfd or /dev/vkv offsets): pages then handed out
+ * in order to consecutive addresses of a tensor form runs that the backend
+ * maps with one call (one VMA), instead of one per page. No-op under cuda,
+ * whose pages are handles. */
+void vkv__pages_sort_phys(const struct vkv_backend *b, struct vkv_page **pages,
+			  size_t n);
 /* Worker's share: create up to the low watermark, trim to the high one.
  * Returns true when it did something. */
 bool vkv__pool_balance(struct vkv_pool *p);

@@ -20,6 +20,21 @@
 
 #include "internal.h"
 
+static int cmp_page_phys(const void *a, const void *b)
+{
+	vkv_phys x = (*(struct vkv_page *const *)a)->phys;
+	vkv_phys y = (*(struct vkv_page *const *)b)->phys;
+
+	return x < y ? -1 : x > y;
+}
+
+void vkv__pages_sort_phys(const struct vkv_backend *b, struct vkv_page **pages,
+			  size_t n)
+{
+	if (n > 1 && (b->kind == VKV_BACKEND_HOST || b->kind == VKV_BACKEND_KMOD))
+		qsort(pages, n, sizeof(*pages), cmp_page_phys);
+}
+
 int vkv__pool_init(struct vkv_pool *p, struct vkv_backend *b, uint64_t budget,
 		   uint64_t low, uint64_t high)
 {

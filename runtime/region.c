@@ -221,9 +221,14 @@ static int slot_grow(struct vkv_region *r, uint32_t s, uint64_t need, bool async
 	err = vkv__take_pages(ctx, tmp, n);
 	if (err)
 		goto out_unbusy;
-	for (uint64_t i = 0; i < nper; i++)
-		for (uint32_t t = 0; t < r->ntensors; t++)
-			sl->pages[(from + i) * r->ntensors + t] = tmp[i * r->ntensors + t];
+	/* Tensor by tensor, in physical order: each tensor's new pages are
+	 * consecutive offsets as often as the pool has them so, and the host
+	 * backend maps each such run with one call (interleaving K and V made
+	 * every 4 KiB page its own mapping, towards vm.max_map_count). */
+	vkv__pages_sort_phys(&ctx->backend, tmp, n);
+	for (uint32_t t = 0; t < r->ntensors; t++)
+		for (uint64_t i = 0; i < nper; i++)
+			sl->pages[(from + i) * r->ntensors + t] = tmp[t * nper + i];
 
 	pthread_mutex_unlock(&ctx->lock);
 	err = vkv__slot_map_range(r, s, from, need);

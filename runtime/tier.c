@@ -686,14 +686,6 @@ static void restore_commit(struct vkv_tier *t, struct vkv_op *op,
 	}
 }
 
-static int cmp_page_phys(const void *a, const void *b)
-{
-	vkv_phys x = (*(struct vkv_page *const *)a)->phys;
-	vkv_phys y = (*(struct vkv_page *const *)b)->phys;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Run a restoration; ctx->lock held on entry and return, slots busy. */
 static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 {
@@ -757,8 +749,7 @@ static int run_restore(struct vkv_tier *t, struct vkv_op *op)
 	 * offsets become runs that the host backend maps with one call each,
 	 * and fault-around then works across them (a VMA per 4 KiB page
 	 * otherwise, whatever order the pool got the pages back in). */
-	if (host_memory(&ctx->backend))
-		qsort(pages, m, sizeof(*pages), cmp_page_phys);
+	vkv__pages_sort_phys(&ctx->backend, pages, m);
 	for (size_t k = 0; k < op->n; k++) {
 		struct vkv_slot *sl = &r->slots[op->slots[k]];
 
