@@ -753,6 +753,63 @@ START_TEST(deferred_reclamation_reuses_pages)
 }
 END_TEST
 
+/* Mappings (lines of /proc/self/maps) that overlap [lo, hi). */
+static unsigned vmas_in(uint64_t lo, uint64_t hi)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long long a, b;
+	char line[512];
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx", &a, &b) == 2 && a < hi && b > lo)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * A slot's new pages are given out tensor by tensor in physical order, so
+ * on host memory each tensor's range is one run, mapped with one call and
+ * one VMA. Interleaving them (K0 V0 K1 V1 ...) made every page its own
+ * VMA: 32 here, and vm.max_map_count (65530) reached at ~256 MiB of 4 KiB
+ * pages.
+ */
+START_TEST(grow_maps_each_tensor_in_one_run)
+{
+	vkv_ctx *ctx = make_ctx(0, VKV_CTX_NO_WORKER);
+	struct vkv_ctx_info ci;
+	uint64_t ps = ctx_page(ctx), tokens;
+	vkv_region *r;
+	uint32_t s;
+
+	OK(vkv_ctx_info(ctx, &ci));
+	/* host only: cuda has no CPU mappings to count, and /dev/vkv
+	 * buffers need not sit at consecutive offsets */
+	if (ci.backend != VKV_BACKEND_HOST) {
+		OK(vkv_ctx_destroy(ctx));
+		return;
+	}
+	tokens = 32 * ps / 256; /* 32 pages of each of the 6 tensors */
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, tokens);
+	OK(vkv_slot_alloc(r, 0, &s));
+	OK(vkv_slot_ensure(r, s, tokens));
+	for (uint32_t layer = 0; layer < 3; layer++) {
+		for (int kv = 0; kv < 2; kv++) {
+			struct vkv_tensor t;
+			uint64_t lo;
+
+			OK(vkv_region_tensor(r, layer, kv, &t));
+			lo = t.addr + s * t.slot_stride;
+			ck_assert_uint_eq(vmas_in(lo, lo + 32 * ps), 1);
+		}
+	}
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 START_TEST(lookahead_commits_ahead)
 {
 	vkv_ctx *ctx = make_ctx(0, 0);
@@ -1312,6 +1369,7 @@ static Suite *core_suite(void)
 	tcase_add_test(tc, deferred_reclamation_reuses_pages);
 	tcase_add_test(tc, budget_trims_active_surplus);
 	tcase_add_test(tc, lookahead_commits_ahead);
+	tcase_add_test(tc, grow_maps_each_tensor_in_one_run);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("faults");
