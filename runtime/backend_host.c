@@ -417,9 +417,9 @@ int vkv__hostmem_copy_from_host(struct vkv_backend *b, uint64_t dst,
 
 /* A tier's batch: streaming when the batch as a whole is bulk, so that
  * 4 KiB pages move as fast as 2 MiB ones; one fence for all of it. */
-static int host_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
-			   void *const *host, const uint64_t *dev, size_t n,
-			   uint64_t bytes, vkv_fence *done)
+int vkv__hostmem_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
+			    void *const *host, const uint64_t *dev, size_t n,
+			    uint64_t bytes, vkv_fence *done)
 {
 	bool bulk = n * bytes >= HOST_STREAM_MIN;
 
@@ -482,7 +482,7 @@ const struct vkv_backend_ops vkv__backend_host_ops = {
 	.copy_dd = vkv__hostmem_copy_dd,
 	.copy_to_host = vkv__hostmem_copy_to_host,
 	.copy_from_host = vkv__hostmem_copy_from_host,
-	.copy_batch = host_copy_batch,
+	.copy_batch = vkv__hostmem_copy_batch,
 	.fence_record = vkv__hostmem_fence_record,
 	.fence_wait = vkv__hostmem_fence_wait,
 	.fence_drop = vkv__hostmem_fence_drop,

@@ -256,6 +256,7 @@ static const struct vkv_backend_ops kmod_ops = {
 	.copy_dd = vkv__hostmem_copy_dd,
 	.copy_to_host = vkv__hostmem_copy_to_host,
 	.copy_from_host = vkv__hostmem_copy_from_host,
+	.copy_batch = vkv__hostmem_copy_batch,
 	.fence_record = vkv__hostmem_fence_record,
 	.fence_wait = vkv__hostmem_fence_wait,
 	.fence_drop = vkv__hostmem_fence_drop,
