@@ -137,6 +137,9 @@ int vkv__hostmem_copy_to_host(struct vkv_backend *b, void *dst, uint64_t src,
 			      uint64_t bytes);
 int vkv__hostmem_copy_from_host(struct vkv_backend *b, uint64_t dst,
 				const void *src, uint64_t bytes);
+/* The bulk copy those use (streaming stores where the CPU has them, then a
+ * store fence); vkvbench measures it raw as a floor. */
+void vkv__copy_stream(void *dst, const void *src, uint64_t bytes);
 int vkv__hostmem_copy_batch(struct vkv_backend *b, bool to_host, bool pinned,
 			    void *const *host, const uint64_t *dev, size_t n,
 			    uint64_t bytes, vkv_fence *done);

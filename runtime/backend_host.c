@@ -389,6 +389,12 @@ static void copy_fence(void)
 }
 #endif
 
+void vkv__copy_stream(void *dst, const void *src, uint64_t bytes)
+{
+	copy_stream(dst, src, bytes);
+	copy_fence();
+}
+
 static void copy_bulk(void *dst, const void *src, uint64_t bytes)
 {
 	if (bytes < HOST_STREAM_MIN) {
