@@ -5,7 +5,10 @@
  * Every process using libvkv (and the LD_PRELOAD shim) publishes one small
  * shared-memory file, $VKV_STATS_DIR/vkv-stats.<pid> (default /dev/shm),
  * mode 0600. Tools such as vkvstat map it read-only and read it without
- * stopping the process.
+ * stopping the process. The writer holds a shared flock() on the file from
+ * before it writes anything until it dies: an exclusive flock() that
+ * succeeds on a valid segment says its writer is gone, even when its pid
+ * is in another pid namespace.
  *
  * Consistency: a seqlock. The writer makes `seq` odd, stores, makes it even
  * again (with release ordering). A reader copies the whole segment between

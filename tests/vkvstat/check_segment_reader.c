@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -354,6 +355,43 @@ START_TEST(test_dead_but_fresh_kept)
 }
 END_TEST
 
+START_TEST(test_dead_pid_but_locked_live)
+{
+	/* A writer in another pid namespace: kill() cannot see its pid, but
+	 * it holds its segment's lock, as libvkv does for its whole life. */
+	struct vkv_stats_segment s;
+	struct vkvstat_proc *p;
+	int32_t pid = dead_pid();
+	const char *path;
+	int fd;
+
+	good_segment(&s, pid);
+	s.update_ns = now_ns() - 60ull * 1000000000ull;
+	path = put(pid, &s, sizeof(s));
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(flock(fd, LOCK_SH), 0);
+	p = scan_one(VKVSTAT_SCAN_CLEAN);
+	ck_assert_int_eq(p->state, VKVSTAT_SEG_LIVE);
+	ck_assert(!p->cleaned);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	vkvstat_scan_free(&scan);
+	/* Stuck inside the seqlock too: busy, not dead. */
+	s.seq = 7;
+	ck_assert_int_eq(pwrite(fd, &s, sizeof(s), 0), (ssize_t)sizeof(s));
+	p = scan_one(VKVSTAT_SCAN_CLEAN);
+	ck_assert_int_eq(p->state, VKVSTAT_SEG_BUSY);
+	ck_assert(!p->cleaned);
+	vkvstat_scan_free(&scan);
+	/* The lock goes with its holder: then the segment is dead. */
+	close(fd);
+	p = scan_one(VKVSTAT_SCAN_CLEAN);
+	ck_assert_int_eq(p->state, VKVSTAT_SEG_DEAD);
+	ck_assert(p->cleaned);
+	vkvstat_scan_free(&scan);
+}
+END_TEST
+
 START_TEST(test_dead_inside_seqlock)
 {
 	struct vkv_stats_segment s;
@@ -603,6 +641,7 @@ static Suite *reader_suite(void)
 	tcase_add_test(tc, test_missing_dir);
 	tcase_add_test(tc, test_dead_cleaned);
 	tcase_add_test(tc, test_dead_but_fresh_kept);
+	tcase_add_test(tc, test_dead_pid_but_locked_live);
 	tcase_add_test(tc, test_dead_inside_seqlock);
 	tcase_add_test(tc, test_busy_live);
 	tcase_add_test(tc, test_pid_reused);

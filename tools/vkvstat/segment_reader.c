@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -343,6 +344,19 @@ static int read_mapped(int fd, size_t len, struct vkvstat_proc *p)
 	return err;
 }
 
+/* Does a live writer hold the segment's flock()? libvkv keeps a shared
+ * lock on its segment for its whole life; the kernel drops it when the
+ * process dies. It tells a live writer that kill() cannot see (another pid
+ * namespace) from a dead one. Our exclusive try is dropped at once. */
+static bool writer_holds_lock(int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+		flock(fd, LOCK_UN);
+		return false;
+	}
+	return errno == EWOULDBLOCK;
+}
+
 /* May this dead segment be unlinked? Only ours, only the file we read,
  * never one written moments ago (its writer may be in another pid
  * namespace, where our kill() cannot see it). */
@@ -397,7 +411,7 @@ static void read_one(int dfd, const char *name, int32_t pid, unsigned flags,
 	err = read_mapped(fd, (size_t)st.st_size, p);
 	if (err == -EAGAIN) {
 		/* A writer that died inside its write leaves seq odd forever. */
-		if (kill(pid, 0) < 0 && errno == ESRCH) {
+		if (kill(pid, 0) < 0 && errno == ESRCH && !writer_holds_lock(fd)) {
 			set_state(p, VKVSTAT_SEG_DEAD, 0,
 				  "process has exited (seqlock left held)");
 			goto out_dead;
@@ -416,7 +430,7 @@ static void read_one(int dfd, const char *name, int32_t pid, unsigned flags,
 		goto out_close;
 	}
 	if (vkvstat_pid_alive(pid, p->seg.start_ns, p->seg.update_ns, why,
-			      sizeof(why))) {
+			      sizeof(why)) || writer_holds_lock(fd)) {
 		set_state(p, VKVSTAT_SEG_LIVE, 0, NULL);
 		goto out_close;
 	}

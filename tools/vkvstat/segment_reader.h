@@ -10,7 +10,8 @@
  * libvkv, or something hostile. So the reader checks magic, version and
  * size, bounds every string, survives a file truncated under it (SIGBUS),
  * and never believes a pid without asking the kernel whether the process
- * that wrote the segment is still the one that owns that pid.
+ * that wrote the segment is still the one that owns that pid; a segment
+ * whose flock() its writer still holds is live whatever its pid says.
  *
  * Conventions as in libvkv: 0 or a negative errno, nothing exits or aborts.
  */
