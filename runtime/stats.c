@@ -134,11 +134,17 @@ static struct vkv_stats_segment *create_file(const char *dir)
 	if (fd < 0)
 		return NULL;
 	/* Locked before it holds anything: a sweeper never sees a valid
-	 * segment of a live writer unlocked. Without the lock (a file system
-	 * that refuses flock) sweepers there cannot lock it either, and keep
-	 * it. */
-	if (flock(fd, LOCK_SH | LOCK_NB) != 0)
-		vkv__debug("stats: cannot lock %s (%s)", seg_path, strerror(errno));
+	 * segment of a live writer unlocked. It may hold the file for a
+	 * moment (judging it, finding it empty): wait for that. Without the
+	 * lock (a file system that refuses flock) sweepers there cannot lock
+	 * it either, and keep it. */
+	while (flock(fd, LOCK_SH) != 0) {
+		if (errno != EINTR) {
+			vkv__debug("stats: cannot lock %s (%s)", seg_path,
+				   strerror(errno));
+			break;
+		}
+	}
 	if (ftruncate(fd, sizeof(*m)) != 0)
 		goto err_unlink;
 	m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
