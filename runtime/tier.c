@@ -37,6 +37,7 @@
  * thread so that the step rarely waits.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,6 +411,11 @@ static int unmap_slots(struct vkv_region *r, const struct vkv_op *op,
  * copies of group g are queued before group g-1, whose copies are then
  * finished, is unmapped. On failure every slot is mapped again, as it was.
  */
+static int try_host_pipeline(struct vkv_tier *t, struct vkv_region *r,
+			     const struct vkv_op *op, struct tier_slot *const *ts,
+			     struct vkv_tier_entry **ents, const uint64_t *addr,
+			     const size_t *first, bool restore);
+
 static int evict_copy_unmap(struct vkv_tier *t, struct vkv_region *r,
 			    const struct vkv_op *op, struct tier_slot *const *ts,
 			    struct vkv_tier_entry **ents, const uint64_t *addr,
@@ -421,6 +427,12 @@ static int evict_copy_unmap(struct vkv_tier *t, struct vkv_region *r,
 	bool pending = false;
 	int err = 0;
 
+	if (op->tier == VKV_TIER_DRAM) {
+		err = try_host_pipeline(t, r, op, ts, ents, addr, first, false);
+		if (err != -EAGAIN)
+			return err;
+		err = 0;
+	}
 	for (lo = 0; lo < op->n && !err; lo = hi) {
 		vkv_fence f = 0;
 
@@ -590,6 +602,167 @@ static void unmap_slots_ts(struct vkv_region *r, const struct vkv_op *op,
 		vkv__slot_unmap_range(r, op->slots[k], 0, ts[k]->mapped);
 }
 
+/* ------------------------------------------------- host-memory pipeline
+ *
+ * On host memory the copies are the CPU's, so the overlap the copy engine
+ * gives under cuda needs a second thread: a pager that does the page-table
+ * half (evict: unmap each group once its copy is done; restore: map and
+ * prefault each group before its copy), while the tier thread copies.
+ * Measured alone on the development VM for 256 MiB of 4 KiB shmem pages:
+ * the copy ~17 ms, the unmap ~14 ms, the prefault ~14 ms, so in sequence
+ * they nearly halve the rate. One short-lived thread per batch of two
+ * groups or more (its creation costs tens of microseconds against tens of
+ * milliseconds). The groups and the rollback rules are the cuda ones.
+ */
+struct pager {
+	struct vkv_tier *t;
+	struct vkv_region *r;
+	const struct vkv_op *op;
+	struct tier_slot *const *ts;
+	const size_t *bound;  /* group g = slots [bound[g], bound[g + 1]) */
+	size_t ngroups;
+	bool restore;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t copied;        /* groups the tier thread copied (lock) */
+	size_t paged;         /* groups the pager mapped / unmapped (lock) */
+	bool stop;            /* the tier thread failed: no more paging (lock) */
+	bool finished;        /* the pager returned (lock) */
+	int err;              /* the pager's error (lock) */
+	char detail[200];     /* its vkv_last_error(), which is per thread */
+};
+
+static void *pager_main(void *arg)
+{
+	struct pager *pg = arg;
+	int err = 0;
+
+	for (size_t g = 0; g < pg->ngroups && !err; g++) {
+		size_t lo = pg->bound[g], hi = pg->bound[g + 1];
+
+		pthread_mutex_lock(&pg->lock);
+		/* evict: a group is unmapped only after its copy */
+		while (!pg->restore && pg->copied <= g && !pg->stop)
+			pthread_cond_wait(&pg->cond, &pg->lock);
+		if (pg->stop) {
+			pthread_mutex_unlock(&pg->lock);
+			break;
+		}
+		pthread_mutex_unlock(&pg->lock);
+		err = pg->restore ? map_slots(pg->r, pg->op, pg->ts, lo, hi, true)
+				  : unmap_slots(pg->r, pg->op, lo, hi);
+		pthread_mutex_lock(&pg->lock);
+		if (err) {
+			pg->err = err;
+			snprintf(pg->detail, sizeof(pg->detail), "%s", vkv_last_error());
+		} else {
+			pg->paged = g + 1;
+		}
+		pthread_cond_broadcast(&pg->cond);
+		pthread_mutex_unlock(&pg->lock);
+	}
+	pthread_mutex_lock(&pg->lock);
+	pg->finished = true;
+	pthread_cond_broadcast(&pg->cond);
+	pthread_mutex_unlock(&pg->lock);
+	return NULL;
+}
+
+/* Group boundaries of a DRAM batch; the number of groups. */
+static size_t group_bounds(const struct vkv_region *r, const struct vkv_op *op,
+			   struct tier_slot *const *ts, size_t *bound)
+{
+	size_t g = 0;
+
+	bound[0] = 0;
+	for (size_t lo = 0; lo < op->n; lo = bound[++g])
+		bound[g + 1] = group_end(r, op, ts, lo);
+	return g;
+}
+
+/*
+ * The whole DRAM batch with the pager: copies here, page tables there. On
+ * failure every slot is as the cuda paths leave it (evict: mapped again;
+ * restore: nothing mapped). -EAGAIN: no thread to be had, nothing done
+ * (the caller goes the sequential way).
+ */
+static int host_pipeline(struct vkv_tier *t, struct vkv_region *r,
+			 const struct vkv_op *op, struct tier_slot *const *ts,
+			 struct vkv_tier_entry **ents, const uint64_t *addr,
+			 const size_t *first, const size_t *bound, size_t ngroups,
+			 bool restore)
+{
+	struct pager pg = { .t = t, .r = r, .op = op, .ts = ts, .bound = bound,
+			    .ngroups = ngroups, .restore = restore };
+	pthread_t th;
+	int err = 0;
+
+	pthread_mutex_init(&pg.lock, NULL);
+	pthread_cond_init(&pg.cond, NULL);
+	if (pthread_create(&th, NULL, pager_main, &pg)) {
+		pthread_cond_destroy(&pg.cond);
+		pthread_mutex_destroy(&pg.lock);
+		return -EAGAIN;
+	}
+	for (size_t g = 0; g < ngroups && !err; g++) {
+		size_t lo = bound[g], hi = bound[g + 1];
+
+		if (restore) { /* copy into a group once it is mapped */
+			pthread_mutex_lock(&pg.lock);
+			while (pg.paged <= g && !pg.finished)
+				pthread_cond_wait(&pg.cond, &pg.lock);
+			if (pg.paged <= g)
+				err = pg.err ? pg.err : -EIO; /* detail below */
+			pthread_mutex_unlock(&pg.lock);
+			if (err)
+				break;
+		}
+		err = copy_entries(t, ents + first[lo], addr + first[lo],
+				   first[hi] - first[lo], !restore, NULL);
+		pthread_mutex_lock(&pg.lock);
+		if (err)
+			pg.stop = true;
+		else
+			pg.copied = g + 1;
+		pthread_cond_broadcast(&pg.cond);
+		pthread_mutex_unlock(&pg.lock);
+	}
+	pthread_join(th, NULL);
+	if (pg.err && (!err || restore)) /* the pager's failure came first */
+		err = vkv__set_error(pg.err, "%s", pg.detail);
+	if (err) {
+		if (restore)
+			unmap_slots_ts(r, op, ts, 0, bound[pg.paged]);
+		else
+			remap_slots(r, op, 0, bound[pg.paged]);
+	}
+	pthread_cond_destroy(&pg.cond);
+	pthread_mutex_destroy(&pg.lock);
+	return err;
+}
+
+/* Try the pager for a DRAM batch of host memory; -EAGAIN: not taken. */
+static int try_host_pipeline(struct vkv_tier *t, struct vkv_region *r,
+			     const struct vkv_op *op, struct tier_slot *const *ts,
+			     struct vkv_tier_entry **ents, const uint64_t *addr,
+			     const size_t *first, bool restore)
+{
+	size_t *bound, ngroups;
+	int err = -EAGAIN;
+
+	if (!host_memory(&t->ctx->backend) || op->n < 2)
+		return -EAGAIN;
+	bound = calloc(op->n + 1, sizeof(*bound));
+	if (!bound)
+		return -EAGAIN;
+	ngroups = group_bounds(r, op, ts, bound);
+	if (ngroups >= 2)
+		err = host_pipeline(t, r, op, ts, ents, addr, first, bound,
+				    ngroups, restore);
+	free(bound);
+	return err;
+}
+
 /*
  * Map every slot at its old addresses and copy its data in. DRAM: group
  * by group, each group's copies queued as soon as it is mapped, so the
@@ -617,6 +790,10 @@ static int restore_map_copy(struct vkv_tier *t, struct vkv_region *r,
 		}
 		return err;
 	}
+	err = try_host_pipeline(t, r, op, ts, ents, addr, first, true);
+	if (err != -EAGAIN)
+		return err;
+	err = 0;
 	f = calloc(op->n, sizeof(*f));
 	if (!f)
 		return vkv__set_error(-ENOMEM, "restore: out of host memory");

@@ -922,6 +922,104 @@ START_TEST(auto_policy_under_threads)
 }
 END_TEST
 
+/* ------------------------------------------------------ big batches */
+
+/* Host memory: readable mappings overlapping [lo, hi) (an unbacked range
+ * is the reservation's PROT_NONE mapping). */
+static unsigned readable_vmas_in(uint64_t lo, uint64_t hi)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long long a, b;
+	char line[512], perms[8];
+	unsigned n = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx %7s", &a, &b, perms) == 3 && a < hi &&
+		    b > lo && perms[0] == 'r')
+			n++;
+	fclose(f);
+	return n;
+}
+
+/* No page of slots 0..n-1 is mapped (host and kmod backends). */
+static void assert_slots_unbacked(vkv_ctx *ctx, vkv_region *r, uint32_t n)
+{
+	struct vkv_ctx_info ci;
+
+	OK(vkv_ctx_info(ctx, &ci));
+	if (ci.backend == VKV_BACKEND_CUDA)
+		return;
+	for (uint32_t layer = 0; layer < LAYERS; layer++) {
+		for (int kv = 0; kv < 2; kv++) {
+			struct vkv_tensor t;
+
+			OK(vkv_region_tensor(r, layer, kv, &t));
+			ck_assert_uint_eq(readable_vmas_in(t.addr, t.addr + n * t.slot_stride), 0);
+		}
+	}
+}
+
+/*
+ * A batch of several ~32 MiB groups: on host memory the tier thread copies
+ * while a pager thread unmaps (evict) or maps (restore) the neighbouring
+ * group; under cuda the copy engine overlaps the driver's calls. Round
+ * trip intact; then a map failing in the second group of a restore leaves
+ * nothing mapped and every slot evicted, and a retry restores them all.
+ */
+START_TEST(pipelined_batch_round_trip_and_map_failure)
+{
+	uint32_t batch[4] = { 0, 1, 2, 3 };
+	uint64_t ps = run_page(), per_slot, full, mapped0;
+	vkv_op *op = NULL;
+	vkv_region *r;
+	vkv_ctx *ctx;
+
+	/* each slot alone fills a group: 4 groups */
+	per_slot = (32ull << 20) / (2 * LAYERS * ps) + 1;
+	ctx = make_ctx(0);
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 4, per_slot);
+	full = tokens_for_pages(r, per_slot);
+	for (uint32_t s = 0; s < 4; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		fill(r, s, full, 80 + s);
+	}
+	mapped0 = pages_mapped(ctx);
+	OK(vkv_evict(r, batch, 4, VKV_TIER_DRAM, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+	ck_assert_uint_eq(pages_mapped(ctx), 0);
+	assert_slots_unbacked(ctx, r, 4);
+	OK(vkv_restore(r, batch, 4, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+	ck_assert_uint_eq(pages_mapped(ctx), mapped0);
+	for (uint32_t s = 0; s < 4; s++)
+		ck_assert(matches(r, s, full, 80 + s));
+
+	OK(vkv_evict(r, batch, 4, VKV_TIER_DRAM, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+	/* slot 0 maps its 4 tensors with 4 calls; the 5th is slot 1's */
+	setenv("VKV_FAULT_MAP", "5,every", 1);
+	OK(vkv_restore(r, batch, 4, &op));
+	ck_assert_int_lt(vkv_op_wait(op), 0);
+	OK(vkv_op_free(op));
+	unsetenv("VKV_FAULT_MAP");
+	ck_assert_uint_eq(pages_mapped(ctx), 0);
+	assert_slots_unbacked(ctx, r, 4); /* the groups mapped before it too */
+	for (uint32_t s = 0; s < 4; s++)
+		ck_assert_uint_eq(slot_info(r, s).tier, VKV_TIER_DRAM);
+	OK(vkv_restore(r, batch, 4, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+	for (uint32_t s = 0; s < 4; s++)
+		ck_assert(matches(r, s, full, 80 + s));
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 /* ------------------------------------------------- DRAM from /dev/vkv */
 
 static bool sysfs_u64(const char *path, uint64_t *v)
@@ -1192,6 +1290,7 @@ static Suite *tier_suite(void)
 	tcase_add_test(tc, fault_nvme_truncated_file);
 	tcase_add_test(tc, restore_without_room);
 	tcase_add_test(tc, copy_failure_in_a_later_group);
+	tcase_add_test(tc, pipelined_batch_round_trip_and_map_failure);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("policy");
