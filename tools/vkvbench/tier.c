@@ -232,7 +232,7 @@ static double fio_gbps(const struct tier_opts *o, const char *path, bool write)
 
 	snprintf(cmd, sizeof(cmd),
 		 "fio --name=vkvbench --filename=%s --ioengine=io_uring --direct=1 "
-		 "--fixedbufs=1 --registerfiles=1 --rw=%s --bs=%llu --iodepth=%llu "
+		 "--fixedbufs=1 --registerfiles=1 --refill_buffers=1 --rw=%s --bs=%llu --iodepth=%llu "
 		 "--size=%llu --output-format=terse --terse-version=3 2>/dev/null",
 		 path, write ? "write" : "read", (unsigned long long)o->bs,
 		 (unsigned long long)o->qd, (unsigned long long)o->size);
