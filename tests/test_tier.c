@@ -218,6 +218,36 @@ START_TEST(crc32c_matches_reference)
 }
 END_TEST
 
+/* Batch operations that must succeed (or fail), waited for. */
+static void evict_ok(vkv_region *r, const uint32_t *slots, size_t n, unsigned tier)
+{
+	vkv_op *op = NULL;
+
+	OK(vkv_evict(r, slots, n, tier, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+}
+
+static void restore_ok(vkv_region *r, const uint32_t *slots, size_t n)
+{
+	vkv_op *op = NULL;
+
+	OK(vkv_restore(r, slots, n, &op));
+	OK(vkv_op_wait(op));
+	OK(vkv_op_free(op));
+}
+
+/* The result of an operation that was submitted (submit == 0) into *op. */
+static int op_result(int submit, vkv_op **op)
+{
+	int err;
+
+	OK(submit);
+	err = vkv_op_wait(*op);
+	OK(vkv_op_free(*op));
+	return err;
+}
+
 /* ----------------------------------------------------------- round trips */
 
 static void round_trip(unsigned tier, enum vkv_layout layout)
@@ -255,9 +285,7 @@ static void round_trip(unsigned tier, enum vkv_layout layout)
 	FAILS(vkv_evict(r, batch, 1, tier, NULL), -EAGAIN);
 	ck_assert(matches(r, 1, part, 11));
 
-	OK(vkv_restore(r, batch, 2, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	restore_ok(r, batch, 2);
 	OK(vkv_region_tensor(r, 1, VKV_V, &after));
 	ck_assert_uint_eq(before.addr, after.addr);
 	ck_assert_uint_eq(slot_info(r, 0).tier, 0);
@@ -985,34 +1013,24 @@ START_TEST(pipelined_batch_round_trip_and_map_failure)
 		fill(r, s, full, 80 + s);
 	}
 	mapped0 = pages_mapped(ctx);
-	OK(vkv_evict(r, batch, 4, VKV_TIER_DRAM, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	evict_ok(r, batch, 4, VKV_TIER_DRAM);
 	ck_assert_uint_eq(pages_mapped(ctx), 0);
 	assert_slots_unbacked(ctx, r, 4);
-	OK(vkv_restore(r, batch, 4, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	restore_ok(r, batch, 4);
 	ck_assert_uint_eq(pages_mapped(ctx), mapped0);
 	for (uint32_t s = 0; s < 4; s++)
 		ck_assert(matches(r, s, full, 80 + s));
 
-	OK(vkv_evict(r, batch, 4, VKV_TIER_DRAM, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	evict_ok(r, batch, 4, VKV_TIER_DRAM);
 	/* slot 0 maps its 4 tensors with 4 calls; the 5th is slot 1's */
 	setenv("VKV_FAULT_MAP", "5,every", 1);
-	OK(vkv_restore(r, batch, 4, &op));
-	ck_assert_int_lt(vkv_op_wait(op), 0);
-	OK(vkv_op_free(op));
+	ck_assert_int_lt(op_result(vkv_restore(r, batch, 4, &op), &op), 0);
 	unsetenv("VKV_FAULT_MAP");
 	ck_assert_uint_eq(pages_mapped(ctx), 0);
 	assert_slots_unbacked(ctx, r, 4); /* the groups mapped before it too */
 	for (uint32_t s = 0; s < 4; s++)
 		ck_assert_uint_eq(slot_info(r, s).tier, VKV_TIER_DRAM);
-	OK(vkv_restore(r, batch, 4, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	restore_ok(r, batch, 4);
 	for (uint32_t s = 0; s < 4; s++)
 		ck_assert(matches(r, s, full, 80 + s));
 	OK(vkv_region_destroy(r));
@@ -1048,7 +1066,6 @@ START_TEST(dram_tier_on_dev_vkv)
 	const char *bytes = "/sys/class/misc/vkv/bytes";
 	uint32_t batch[2] = { 0, 1 };
 	uint64_t before, during, after, full;
-	vkv_op *op = NULL;
 	vkv_region *r;
 	vkv_ctx *ctx;
 
@@ -1062,14 +1079,10 @@ START_TEST(dram_tier_on_dev_vkv)
 		OK(vkv_slot_alloc_at(r, s));
 		fill(r, s, full, 60 + s);
 	}
-	OK(vkv_evict(r, batch, 2, VKV_TIER_DRAM, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	evict_ok(r, batch, 2, VKV_TIER_DRAM);
 	ck_assert(sysfs_u64(bytes, &during));
 	ck_assert_uint_ge(during, before + (4u << 20));
-	OK(vkv_restore(r, batch, 2, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	restore_ok(r, batch, 2);
 	for (uint32_t s = 0; s < 2; s++)
 		ck_assert(matches(r, s, full, 60 + s));
 	OK(vkv_region_destroy(r));
@@ -1135,7 +1148,6 @@ START_TEST(kernel_copy_round_trip)
 	struct vkv_ctx_info ci;
 	uint32_t batch[3] = { 0, 1, 2 };
 	uint64_t full;
-	vkv_op *op = NULL;
 	void *lib;
 	bool on_double;
 
@@ -1153,12 +1165,8 @@ START_TEST(kernel_copy_round_trip)
 		OK(vkv_slot_alloc_at(r, s));
 		fill(r, s, s == 1 ? full / 2 + 1 : full, 20 + s);
 	}
-	OK(vkv_evict(r, batch, 3, VKV_TIER_DRAM, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
-	OK(vkv_restore(r, batch, 3, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	evict_ok(r, batch, 3, VKV_TIER_DRAM);
+	restore_ok(r, batch, 3);
 	for (uint32_t s = 0; s < 3; s++)
 		ck_assert(matches(r, s, s == 1 ? full / 2 + 1 : full, 20 + s));
 #ifdef VKV_HAVE_KERNELS
@@ -1220,9 +1228,7 @@ START_TEST(copy_failure_in_a_later_group)
 	/* evict: the last page copy fails */
 	setenv("VKV_FAKECUDA_FAIL", "cuMemcpyDtoHAsync:36", 1);
 	reload(); /* -EBUSY: memory is live; the fault plan is reloaded */
-	OK(vkv_evict(r, batch, 3, VKV_TIER_DRAM, &op));
-	ck_assert_int_lt(vkv_op_wait(op), 0);
-	OK(vkv_op_free(op));
+	ck_assert_int_lt(op_result(vkv_evict(r, batch, 3, VKV_TIER_DRAM, &op), &op), 0);
 	unsetenv("VKV_FAKECUDA_FAIL");
 	reload(); /* -EBUSY: memory is live; the fault plan is reloaded */
 	for (uint32_t s = 0; s < 3; s++) {
@@ -1230,22 +1236,16 @@ START_TEST(copy_failure_in_a_later_group)
 		ck_assert_uint_eq(slot_info(r, s).pages, 3 * 2 * LAYERS);
 		ck_assert(matches(r, s, full, 40 + s));
 	}
-	OK(vkv_evict(r, batch, 3, VKV_TIER_DRAM, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	evict_ok(r, batch, 3, VKV_TIER_DRAM);
 	/* restore: the last page copy fails */
 	setenv("VKV_FAKECUDA_FAIL", "cuMemcpyHtoDAsync:36", 1);
 	reload(); /* -EBUSY: memory is live; the fault plan is reloaded */
-	OK(vkv_restore(r, batch, 3, &op));
-	ck_assert_int_lt(vkv_op_wait(op), 0);
-	OK(vkv_op_free(op));
+	ck_assert_int_lt(op_result(vkv_restore(r, batch, 3, &op), &op), 0);
 	unsetenv("VKV_FAKECUDA_FAIL");
 	reload(); /* -EBUSY: memory is live; the fault plan is reloaded */
 	for (uint32_t s = 0; s < 3; s++)
 		ck_assert_uint_eq(slot_info(r, s).tier, VKV_TIER_DRAM);
-	OK(vkv_restore(r, batch, 3, &op));
-	OK(vkv_op_wait(op));
-	OK(vkv_op_free(op));
+	restore_ok(r, batch, 3);
 	for (uint32_t s = 0; s < 3; s++)
 		ck_assert(matches(r, s, full, 40 + s));
 	dlclose(lib);
