@@ -16,7 +16,8 @@
 # Without a GPU it exits 77 and says why. Environment: BUILD (default
 # build), VKV_DEVICE (default 0), JOBS, GPU_BUDGET_S (default 480),
 # GPU_ONLY (a regex: run only the steps it matches), VKV_GPU_PREBUILT=1
-# (use $BUILD as built elsewhere).
+# (use $BUILD as built elsewhere) and VKV_GPU_COMMIT (the commit it was
+# built from, for the report).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 
@@ -162,7 +163,12 @@ has_cmd() { "$BUILD/bin/vkvbench" help 2>/dev/null | grep -q "^  $1 "; }
 
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+	# VKV_GPU_COMMIT: what $BUILD was built from, when built elsewhere
+	if [ -n "${VKV_GPU_COMMIT:-}" ]; then
+		echo "commit: $VKV_GPU_COMMIT (built elsewhere)"
+	else
+		echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+	fi
 	echo "host: $(uname -srm), $(nproc) CPUs"
 	nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id \
 		--format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
