@@ -406,16 +406,16 @@ static int unmap_slots(struct vkv_region *r, const struct vkv_op *op,
 	return err;
 }
 
-/*
- * Copy every distinct page down and unmap every slot, group by group: the
- * copies of group g are queued before group g-1, whose copies are then
- * finished, is unmapped. On failure every slot is mapped again, as it was.
- */
 static int try_host_pipeline(struct vkv_tier *t, struct vkv_region *r,
 			     const struct vkv_op *op, struct tier_slot *const *ts,
 			     struct vkv_tier_entry **ents, const uint64_t *addr,
 			     const size_t *first, bool restore);
 
+/*
+ * Copy every distinct page down and unmap every slot, group by group: the
+ * copies of group g are queued before group g-1, whose copies are then
+ * finished, is unmapped. On failure every slot is mapped again, as it was.
+ */
 static int evict_copy_unmap(struct vkv_tier *t, struct vkv_region *r,
 			    const struct vkv_op *op, struct tier_slot *const *ts,
 			    struct vkv_tier_entry **ents, const uint64_t *addr,
@@ -615,7 +615,6 @@ static void unmap_slots_ts(struct vkv_region *r, const struct vkv_op *op,
  * milliseconds). The groups and the rollback rules are the cuda ones.
  */
 struct pager {
-	struct vkv_tier *t;
 	struct vkv_region *r;
 	const struct vkv_op *op;
 	struct tier_slot *const *ts;
@@ -692,7 +691,7 @@ static int host_pipeline(struct vkv_tier *t, struct vkv_region *r,
 			 const size_t *first, const size_t *bound, size_t ngroups,
 			 bool restore)
 {
-	struct pager pg = { .t = t, .r = r, .op = op, .ts = ts, .bound = bound,
+	struct pager pg = { .r = r, .op = op, .ts = ts, .bound = bound,
 			    .ngroups = ngroups, .restore = restore };
 	pthread_t th;
 	int err = 0;
