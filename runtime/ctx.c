@@ -224,7 +224,9 @@ static void *worker_main(void *arg)
 	while (!ctx->stop) {
 		ctx->worker_busy = true;
 		ctx->kick = false;
-		if (work_round(ctx) || ctx->kick)
+		/* work_round drops the lock: a stop or a kick may have come
+		 * meanwhile, and its signal found nobody waiting */
+		if (work_round(ctx) || ctx->kick || ctx->stop)
 			continue;
 		ctx->worker_busy = false;
 		pthread_cond_broadcast(&ctx->cond);
