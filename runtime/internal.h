@@ -306,6 +306,7 @@ struct vkv_ctx {
 	bool stop;        /* (lock) */
 	bool worker_busy; /* (lock) */
 	bool kick;        /* work was queued (lock) */
+	uint32_t evicting; /* evictions running; their end broadcasts cond (lock) */
 	void *stream;     /* engine stream (lock) */
 	uint64_t pass;    /* counting passes over pages (lock) */
 	struct vkv_ctx_gauges {

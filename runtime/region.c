@@ -184,6 +184,13 @@ int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
 			return err;
 		if (vkv__ctx_reclaim(ctx, n) == 0 &&
 		    (!ctx->tier_demote || ctx->tier_demote(ctx, n) == 0)) {
+			/* An eviction running in another thread (a demotion
+			 * that took the idle slots first) is about to give
+			 * pages back: wait for it rather than fail. */
+			if (ctx->evicting) {
+				pthread_cond_wait(&ctx->cond, &ctx->lock);
+				continue;
+			}
 			/* vkv__pool_get's detail still describes it. */
 			return err;
 		}

@@ -974,7 +974,13 @@ static void op_unlock_slots(struct vkv_op *op)
 /* Run op; lock held on entry and return. Records the result. */
 static void op_run(struct vkv_tier *t, struct vkv_op *op)
 {
-	int err = op->restore ? run_restore(t, op) : run_evict(t, op);
+	int err;
+
+	if (!op->restore)
+		t->ctx->evicting++;
+	err = op->restore ? run_restore(t, op) : run_evict(t, op);
+	if (!op->restore)
+		t->ctx->evicting--; /* op_unlock_slots broadcasts ctx->cond */
 
 	if (op->has_fence)
 		t->ctx->backend.ops->fence_drop(&t->ctx->backend, op->fence);
