@@ -343,12 +343,15 @@ VKV_API int vkv_ctx_create(const struct vkv_ctx_config *cfg, vkv_ctx **out)
 	vkv__ctx_publish(ctx);
 	pthread_mutex_unlock(&ctx->lock);
 	if (!(cfg->flags & VKV_CTX_NO_WORKER)) {
+		/* set before the worker runs: it shares a word with the
+		 * flags the worker reads under the lock */
+		ctx->worker_on = true;
 		err = pthread_create(&ctx->worker, NULL, worker_main, ctx);
 		if (err) {
+			ctx->worker_on = false;
 			vkv__warn("cannot start the worker (%s); working inline",
 				  strerror(err));
 		} else {
-			ctx->worker_on = true;
 			ctx->cfg.flags &= ~VKV_CTX_NO_WORKER;
 		}
 	}
