@@ -14,7 +14,10 @@
  *
  * NVMe files go to $VKV_TEST_DIR (default /var/tmp: tmpfs has no O_DIRECT).
  * Each test runs in its own process (Check's fork mode), so options set
- * with setenv() and fault counters never leak into the next test.
+ * with setenv() and fault counters never leak into the next test. A test
+ * that changes the environment after creating a context creates it
+ * without the worker (no_worker()): setenv() is not safe while another
+ * thread reads options with getenv() (an ASan run crashed in getenv).
  */
 #include <check.h>
 #include <dlfcn.h>
@@ -57,6 +60,12 @@ static void use_test_dir(void)
 	const char *d = getenv("VKV_TEST_DIR");
 
 	setenv("VKV_NVME_DIR", d ? d : "/var/tmp", 1);
+}
+
+/* For tests that setenv() after make_ctx(): no background getenv(). */
+static void no_worker(void)
+{
+	setenv("VKV_WORKER", "0", 1);
 }
 
 static vkv_ctx *make_ctx(uint64_t budget)
@@ -335,6 +344,7 @@ END_TEST
 
 START_TEST(round_trip_nvme_on_tmpfs)
 {
+	no_worker();
 	vkv_ctx *ctx = make_ctx(0);
 	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 2);
 	uint64_t n = tokens_for_pages(r, 2);
@@ -500,6 +510,7 @@ END_TEST
 /* An eviction that fails leaves the slot as it was. */
 static void evict_fails_cleanly(unsigned tier, int code)
 {
+	no_worker();
 	vkv_ctx *ctx = make_ctx(0);
 	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 2, 3);
 	uint64_t n = tokens_for_pages(r, 3);
@@ -570,6 +581,7 @@ END_TEST
 static void restore_fault(const char *var, const char *val, int code,
 			  bool truncate_file)
 {
+	no_worker();
 	vkv_ctx *ctx = make_ctx(0);
 	vkv_region *r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 3, 3);
 	uint64_t n = tokens_for_pages(r, 3);
@@ -1005,6 +1017,7 @@ START_TEST(pipelined_batch_round_trip_and_map_failure)
 
 	/* each slot alone fills a group: 4 groups */
 	per_slot = (32ull << 20) / (2 * LAYERS * ps) + 1;
+	no_worker();
 	ctx = make_ctx(0);
 	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 4, per_slot);
 	full = tokens_for_pages(r, per_slot);
@@ -1207,6 +1220,7 @@ START_TEST(copy_failure_in_a_later_group)
 	reload_fn reload = NULL;
 	const char *mode = getenv("VKV_TIER_COPY");
 
+	no_worker();
 	ctx = make_ctx(0);
 	OK(vkv_ctx_info(ctx, &ci));
 	lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
