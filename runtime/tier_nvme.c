@@ -15,9 +15,10 @@
  * bitmap says which hold a copy; allocation is next-fit so that one
  * eviction's extents are mostly consecutive.
  *
- * The I/O: a ring of VKV_NVME_QD I/Os of VKV_NVME_IO bytes, with the
+ * The I/O: a ring of VKV_NVME_QD I/Os of VKV_NVME_IO bytes, 2 * VKV_NVME_QD
  * staging buffers and the file registered with io_uring (fixed buffers,
- * fixed file), and every refill of the ring submitted with one system call.
+ * fixed file), and every refill of the ring submitted with one system call
+ * before the CPU works on the blocks that completed (xfer_uring).
  * An eviction copies a block of the page into a free staging buffer,
  * checksums it and queues its write; when the backend's pages are host
  * memory (host, kmod) the write goes straight from the slot's mapping
@@ -42,6 +43,14 @@
 
 #define NVME_ALIGN 4096
 
+/* A completion taken off the ring, finished after the ring's refill. */
+struct nvme_done {
+	uint64_t ci;
+	uint32_t bi;
+	int32_t res;
+	bool injected;
+};
+
 struct vkv_tier_nvme {
 	pthread_mutex_t lock;     /* the file, its size and the bitmap */
 	pthread_mutex_t io_lock;  /* the ring and the staging buffers */
@@ -64,8 +73,10 @@ struct vkv_tier_nvme {
 	/* I/O (io_lock; set up with the file, under lock) */
 	bool uring, fixed_bufs, fixed_file;
 	struct io_uring ring;
-	uint8_t *bufs;            /* qd * io bytes, NVME_ALIGN-aligned */
+	uint32_t nbufs;           /* staging buffers: 2 * qd */
+	uint8_t *bufs;            /* nbufs * io bytes, NVME_ALIGN-aligned */
 	uint32_t *freebuf;        /* stack of free staging buffers */
+	struct nvme_done *done;   /* qd completions taken off the ring */
 };
 
 static atomic_uint warned_uring, warned_direct;
@@ -118,13 +129,13 @@ static void setup_uring(struct vkv_tier_nvme *nv)
 		return;
 	}
 	nv->uring = true;
-	iov = nv->bufs ? calloc(nv->qd, sizeof(*iov)) : NULL;
+	iov = nv->bufs ? calloc(nv->nbufs, sizeof(*iov)) : NULL;
 	if (iov) {
-		for (uint32_t i = 0; i < nv->qd; i++) {
+		for (uint32_t i = 0; i < nv->nbufs; i++) {
 			iov[i].iov_base = nv->bufs + (uint64_t)i * nv->io;
 			iov[i].iov_len = nv->io;
 		}
-		nv->fixed_bufs = io_uring_register_buffers(&nv->ring, iov, nv->qd) == 0;
+		nv->fixed_bufs = io_uring_register_buffers(&nv->ring, iov, nv->nbufs) == 0;
 		free(iov);
 	}
 	nv->fixed_file = io_uring_register_files(&nv->ring, &nv->fd, 1) == 0;
@@ -140,20 +151,24 @@ static int nvme_open(struct vkv_tier_nvme *nv)
 	err = open_private(nv, vkv__opt_str(VKV_OPT_NVME_DIR));
 	if (err)
 		return err;
-	nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->qd * nv->io);
-	nv->freebuf = calloc(nv->qd, sizeof(*nv->freebuf));
-	if (!nv->bufs || !nv->freebuf) {
+	nv->nbufs = 2 * nv->qd;
+	nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->nbufs * nv->io);
+	nv->freebuf = calloc(nv->nbufs, sizeof(*nv->freebuf));
+	nv->done = calloc(nv->qd, sizeof(*nv->done));
+	if (!nv->bufs || !nv->freebuf || !nv->done) {
 		free(nv->bufs);
 		free(nv->freebuf);
+		free(nv->done);
 		nv->bufs = NULL;
 		nv->freebuf = NULL;
+		nv->done = NULL;
 		close(nv->fd);
 		nv->fd = -1;
 		return vkv__set_error(-ENOMEM, "nvme tier: out of host memory");
 	}
 	/* Under cuda, device <-> staging copies run at full speed only from
 	 * memory registered with the driver. */
-	nv->bufs_pinned = vkv__dram_pin(nv->pin, nv->bufs, (uint64_t)nv->qd * nv->io);
+	nv->bufs_pinned = vkv__dram_pin(nv->pin, nv->bufs, (uint64_t)nv->nbufs * nv->io);
 	setup_uring(nv);
 	return 0;
 }
@@ -273,23 +288,25 @@ static uint8_t *block_buf(const struct xfer *x, uint64_t ci, uint32_t bi)
 	return x->nv->bufs + (uint64_t)bi * x->nv->io;
 }
 
-/* Before the I/O of block ci: a write's data and checksum. */
+/* Before the I/O of block ci: a staged write's data and checksum. A write
+ * straight from host memory is checksummed after it was queued instead
+ * (block_done): the eviction owns the slot, so its data does not change. */
 static int block_fill(const struct xfer *x, uint64_t ci, uint8_t *buf)
 {
 	struct vkv_backend *b = x->nv->backend;
 	uint64_t i = ci / x->per, c = ci % x->per, io = x->nv->io;
-	int err = 0;
+	int err;
 
-	if (!x->write)
+	if (!x->write || x->nv->host_mem)
 		return 0;
-	if (!x->nv->host_mem)
-		err = b->ops->copy_to_host(b, buf, x->addr[i] + c * io, io);
+	err = b->ops->copy_to_host(b, buf, x->addr[i] + c * io, io);
 	if (!err)
 		x->e[i]->crc[c] = vkv__crc32c(0, buf, io);
 	return err;
 }
 
-/* After the I/O of block ci returned res: a read's check and copy. */
+/* After the I/O of block ci returned res: a direct write's checksum, a
+ * read's check and copy. */
 static int block_done(const struct xfer *x, uint64_t ci, uint8_t *buf,
 		      int64_t res, bool injected)
 {
@@ -314,8 +331,11 @@ static int block_done(const struct xfer *x, uint64_t ci, uint8_t *buf,
 				      what, (unsigned long long)off, (long long)res,
 				      (unsigned long long)io);
 	}
-	if (x->write)
+	if (x->write) {
+		if (x->nv->host_mem)
+			x->e[i]->crc[c] = vkv__crc32c(0, buf, io);
 		return 0;
+	}
 	if (vkv__fault_hit(VKV_FAULT_NVME_CORRUPT))
 		buf[io / 2] ^= 0x40;
 	if (vkv__crc32c(0, buf, io) != x->e[i]->crc[c]) {
@@ -387,17 +407,15 @@ static void prep_io(struct xfer *x, struct io_uring_sqe *sqe, uint64_t ci,
 }
 
 /*
- * Reap one completion, waiting for it. One at a time: finishing a read
- * (checksum, copy) takes a while, and the caller refills the ring between
- * two completions so that the device never runs dry meanwhile.
+ * Wait for one completion, then take every completion that is there (at
+ * most the I/Os in flight, so at most qd) into nv->done.
  */
-static int reap_one(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
+static int reap(struct xfer *x, uint32_t *ndone, uint64_t *inflight)
 {
 	struct vkv_tier_nvme *nv = x->nv;
 	struct io_uring_cqe *cqe;
-	uint64_t ud, ci;
-	uint32_t bi;
-	int ret, res;
+	unsigned head, n = 0;
+	int ret;
 
 	do {
 		ret = io_uring_wait_cqe(&nv->ring, &cqe);
@@ -405,15 +423,19 @@ static int reap_one(struct xfer *x, uint32_t *nfree, uint64_t *inflight)
 	if (ret < 0)
 		return vkv__set_error(-EIO, "nvme tier: io_uring_wait_cqe: %s",
 				      strerror(-ret));
-	ud = io_uring_cqe_get_data64(cqe);
-	bi = (uint32_t)((ud & ~UD_INJECTED) >> UD_BUF_SHIFT);
-	ci = ud & ((1ULL << UD_BUF_SHIFT) - 1);
-	res = cqe->res;
-	io_uring_cqe_seen(&nv->ring, cqe);
-	(*inflight)--;
-	ret = block_done(x, ci, block_buf(x, ci, bi), res, ud & UD_INJECTED);
-	nv->freebuf[(*nfree)++] = bi;
-	return ret;
+	io_uring_for_each_cqe(&nv->ring, head, cqe) {
+		uint64_t ud = io_uring_cqe_get_data64(cqe);
+		struct nvme_done *d = &nv->done[*ndone + n++];
+
+		d->bi = (uint32_t)((ud & ~UD_INJECTED) >> UD_BUF_SHIFT);
+		d->ci = ud & ((1ULL << UD_BUF_SHIFT) - 1);
+		d->res = cqe->res;
+		d->injected = ud & UD_INJECTED;
+	}
+	io_uring_cq_advance(&nv->ring, n);
+	*ndone += n;
+	*inflight -= n;
+	return 0;
 }
 
 /* Submit what was prepared; on failure nothing of it went out. */
@@ -436,23 +458,32 @@ static int submit_batch(struct vkv_tier_nvme *nv, unsigned *prepped,
 }
 
 /*
- * Keep the ring full: prepare I/Os into free slots and submit them in
- * batches of a quarter of the queue depth (so that the device starts on the
- * first ones while the CPU checksums the next), then reap completions.
+ * Keep the device's queue full. The speed of a disk that works many
+ * requests at once (NVMe, a cloud volume) is the number of requests in
+ * flight over their latency, so a completed I/O is replaced before the CPU
+ * works on it: each turn refills the ring to qd (the first fill submitted
+ * in quarters, so that the device starts on the first ones), then checks
+ * and copies the blocks that completed in the turn before, then waits for
+ * completions and takes all there are. The staging buffers are twice the
+ * queue depth, so the refill does not wait for the blocks still to be
+ * copied. Checking each block before its replacement was queued kept 1 to
+ * 1.5 ms of CPU work per 8 completions out of the queue on the
+ * development VM: restores at 0.5-0.9 of fio's reads.
  */
 static int xfer_uring(struct xfer *x)
 {
 	struct vkv_tier_nvme *nv = x->nv;
 	uint64_t next = 0, inflight = 0;
-	uint32_t nfree = nv->qd, batch = nv->qd / 4 ? nv->qd / 4 : 1;
+	uint32_t nfree = nv->nbufs, ndone = 0, batch = nv->qd / 4 ? nv->qd / 4 : 1;
 	int err = 0, e;
 
-	for (uint32_t i = 0; i < nv->qd; i++)
+	for (uint32_t i = 0; i < nv->nbufs; i++)
 		nv->freebuf[i] = i;
-	while ((next < x->total && !err) || inflight) {
+	for (;;) {
+		uint32_t finished = ndone;
 		unsigned prepped = 0;
 
-		while (next < x->total && !err && nfree) {
+		while (!err && next < x->total && inflight < nv->qd && nfree) {
 			uint32_t bi = nv->freebuf[--nfree];
 			struct io_uring_sqe *sqe;
 
@@ -471,9 +502,26 @@ static int xfer_uring(struct xfer *x)
 		e = submit_batch(nv, &prepped, &nfree, &inflight);
 		if (e && !err)
 			err = e;
-		if (!inflight)
+		for (uint32_t k = 0; k < ndone; k++) {
+			struct nvme_done *d = &nv->done[k];
+
+			e = block_done(x, d->ci, block_buf(x, d->ci, d->bi), d->res,
+				       d->injected);
+			if (e && !err)
+				err = e;
+			nv->freebuf[nfree++] = d->bi;
+		}
+		ndone = 0;
+		if (!inflight) {
+			if (err || next >= x->total)
+				break;
+			if (finished)
+				continue; /* buffers came free: refill */
+			err = vkv__set_error(-EIO, "nvme tier: io_uring has no free "
+					     "submission entry with nothing in flight");
 			break;
-		e = reap_one(x, &nfree, &inflight);
+		}
+		e = reap(x, &ndone, &inflight);
 		if (e && !err)
 			err = e;
 	}
@@ -547,6 +595,7 @@ void vkv__nvme_destroy(struct vkv_tier_nvme *nv)
 		vkv__dram_unpin(nv->pin, nv->bufs);
 	free(nv->bufs);
 	free(nv->freebuf);
+	free(nv->done);
 	free(nv->bits);
 	pthread_mutex_destroy(&nv->lock);
 	pthread_mutex_destroy(&nv->io_lock);

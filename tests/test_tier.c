@@ -342,6 +342,16 @@ START_TEST(round_trip_nvme_without_io_uring)
 }
 END_TEST
 
+/* Rings of 1 and 3 I/Os of 4 KiB: many turns of refill, check and copy,
+ * with completions finished while their replacements are in flight. */
+START_TEST(round_trip_nvme_small_ring)
+{
+	setenv("VKV_NVME_IO", "4096", 1);
+	setenv("VKV_NVME_QD", _i ? "3" : "1", 1);
+	round_trip(VKV_TIER_NVME, VKV_LAYOUT_PER_LAYER);
+}
+END_TEST
+
 START_TEST(round_trip_nvme_on_tmpfs)
 {
 	no_worker();
@@ -632,6 +642,15 @@ END_TEST
 START_TEST(fault_nvme_corrupt_extent)
 {
 	restore_fault("VKV_FAULT_NVME_CORRUPT", "2", -EBADMSG, false);
+}
+END_TEST
+
+/* A corrupt block found while later reads are in flight. */
+START_TEST(fault_nvme_corrupt_mid_ring)
+{
+	setenv("VKV_NVME_IO", "4096", 1);
+	setenv("VKV_NVME_QD", "3", 1);
+	restore_fault("VKV_FAULT_NVME_CORRUPT", "5", -EBADMSG, false);
 }
 END_TEST
 
@@ -1281,6 +1300,7 @@ static Suite *tier_suite(void)
 	tcase_add_test(tc, round_trip_nvme_per_layer);
 	tcase_add_test(tc, round_trip_nvme_all_layers);
 	tcase_add_test(tc, round_trip_nvme_without_io_uring);
+	tcase_add_loop_test(tc, round_trip_nvme_small_ring, 0, 2);
 	tcase_add_test(tc, round_trip_nvme_on_tmpfs);
 	tcase_add_test(tc, shared_prefix_dram);
 	tcase_add_test(tc, shared_prefix_nvme);
@@ -1301,6 +1321,7 @@ static Suite *tier_suite(void)
 	tcase_add_test(tc, fault_dram_alloc_failure);
 	tcase_add_test(tc, fault_nvme_read_error);
 	tcase_add_test(tc, fault_nvme_corrupt_extent);
+	tcase_add_test(tc, fault_nvme_corrupt_mid_ring);
 	tcase_add_test(tc, fault_nvme_truncated_file);
 	tcase_add_test(tc, restore_without_room);
 	tcase_add_test(tc, copy_failure_in_a_later_group);
