@@ -62,6 +62,8 @@ struct tier_result {
 	double sratio_w, sratio_r;  /* ... and the ratios against it */
 	bool verified;
 	uint64_t size;              /* bytes actually moved per round */
+	/* each measured round: GB/s, and its floor (NaN: none) */
+	double round_ev[1000], round_re[1000], round_fw[1000], round_fr[1000];
 	char floor[16];
 	char backend[16];
 };
@@ -454,10 +456,15 @@ static int measure(const struct tier_opts *o, struct tier_result *res)
 			fr[nf] = fio_gbps(o, fio_path, false);
 			unlink(fio_path);
 		}
+		res->round_ev[i - 1] = ev[i - 1];
+		res->round_re[i - 1] = re[i - 1];
+		res->round_fw[i - 1] = res->round_fr[i - 1] = NAN;
 		/* each round against the floor measured right after it: the
 		 * median of those ratios follows a disk whose speed drifts */
 		if ((o->tier == VKV_TIER_DRAM && !no_floor) ||
 		    (fio && fw[nf] > 0 && fr[nf] > 0)) {
+			res->round_fw[i - 1] = fw[nf];
+			res->round_fr[i - 1] = fr[nf];
 			pw[nf] = ev[i - 1] / fw[nf];
 			pr[nf] = re[i - 1] / fr[nf];
 			if (o->tier == VKV_TIER_DRAM && !gpu_floor) {
@@ -532,6 +539,17 @@ static void report(const struct tier_opts *o, const struct tier_result *res)
 			bench_json_f64(&j, "ratio_read_stream", res->sratio_r);
 		}
 		bench_json_str(&j, "ratio_def", "median over rounds of (round GB/s / floor GB/s measured right after it)");
+		/* every round, so that a noisy disk shows as what it is */
+		bench_json_array(&j, "rounds");
+		for (uint64_t i = 0; i < o->reps; i++) {
+			bench_json_object(&j, NULL);
+			bench_json_f64(&j, "evict_gbps", res->round_ev[i]);
+			bench_json_f64(&j, "restore_gbps", res->round_re[i]);
+			bench_json_f64(&j, "floor_write_gbps", res->round_fw[i]);
+			bench_json_f64(&j, "floor_read_gbps", res->round_fr[i]);
+			bench_json_close(&j);
+		}
+		bench_json_close(&j);
 		bench_json_bool(&j, "verified", res->verified);
 		bench_json_end(&j);
 		return;
