@@ -49,3 +49,6 @@ valgrind-vkvbench: $(BUILD)/bin/vkvbench
 	$(VALGRIND) $(BUILD)/bin/vkvbench map --backend host --page-size 4K --pages 16 --reps 2
 	$(VALGRIND) $(BUILD)/bin/vkvbench step --requests 4 --slots 2 --compute-us 100 \
 		--budget 8M --max-context 1024
+	$(VALGRIND) $(BUILD)/bin/vkvbench tier --tier dram --backend host --size 64M --reps 1
+	$(VALGRIND) $(BUILD)/bin/vkvbench tier --tier nvme --backend host --size 64M --reps 1 \
+		--dir $(TIER_TEST_DIR)

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -74,7 +75,8 @@ struct vkv_tier_nvme {
 	bool uring, fixed_bufs, fixed_file;
 	struct io_uring ring;
 	uint32_t nbufs;           /* staging buffers: 2 * qd */
-	uint8_t *bufs;            /* nbufs * io bytes, NVME_ALIGN-aligned */
+	uint8_t *bufs;            /* nbufs * io bytes (staging_alloc) */
+	uint64_t bufs_len;        /* bytes mapped at bufs */
 	uint32_t *freebuf;        /* stack of free staging buffers */
 	struct nvme_done *done;   /* nbufs completions taken off the ring */
 };
@@ -141,6 +143,38 @@ static void setup_uring(struct vkv_tier_nvme *nv)
 	nv->fixed_file = io_uring_register_files(&nv->ring, &nv->fd, 1) == 0;
 }
 
+/*
+ * The staging buffers: anonymous memory aligned to 2 MiB and advised for
+ * transparent huge pages, so that an I/O of up to 2 MiB lands in one
+ * physically contiguous segment instead of one per 4 KiB page. That is
+ * what the device's DMA (or a hypervisor's copy) works through: on the
+ * development VM's virtio disk (at most 254 segments per request) restores
+ * of 1 MiB blocks ran at 2.0-2.9 GB/s from huge-page buffers against
+ * 1.2-1.9 from 4 KiB pages, and at 512 KiB (no split) 2.0-2.5 against
+ * 1.2-1.4. Where THP is off the buffers are 4 KiB pages, equally correct.
+ * Touched once here, so that no I/O faults them in.
+ */
+#define STAGING_ALIGN (2ull << 20)
+
+static uint8_t *staging_alloc(uint64_t bytes, uint64_t *len)
+{
+	uint64_t n = (bytes + STAGING_ALIGN - 1) & ~(STAGING_ALIGN - 1);
+	uint8_t *p = mmap(NULL, n + STAGING_ALIGN, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uintptr_t a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = ((uintptr_t)p + STAGING_ALIGN - 1) & ~(uintptr_t)(STAGING_ALIGN - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	munmap((void *)(a + n), (uintptr_t)p + STAGING_ALIGN - a);
+	madvise((void *)a, n, MADV_HUGEPAGE); /* a hint: no THP, no harm */
+	memset((void *)a, 0, n);
+	*len = n;
+	return (uint8_t *)a;
+}
+
 /* Create the file and the I/O machinery (lock held). */
 static int nvme_open(struct vkv_tier_nvme *nv)
 {
@@ -152,11 +186,12 @@ static int nvme_open(struct vkv_tier_nvme *nv)
 	if (err)
 		return err;
 	nv->nbufs = 2 * nv->qd;
-	nv->bufs = aligned_alloc(NVME_ALIGN, (uint64_t)nv->nbufs * nv->io);
+	nv->bufs = staging_alloc((uint64_t)nv->nbufs * nv->io, &nv->bufs_len);
 	nv->freebuf = calloc(nv->nbufs, sizeof(*nv->freebuf));
 	nv->done = calloc(nv->nbufs, sizeof(*nv->done));
 	if (!nv->bufs || !nv->freebuf || !nv->done) {
-		free(nv->bufs);
+		if (nv->bufs)
+			munmap(nv->bufs, nv->bufs_len);
 		free(nv->freebuf);
 		free(nv->done);
 		nv->bufs = NULL;
@@ -603,7 +638,8 @@ void vkv__nvme_destroy(struct vkv_tier_nvme *nv)
 		close(nv->fd);
 	if (nv->bufs_pinned)
 		vkv__dram_unpin(nv->pin, nv->bufs);
-	free(nv->bufs);
+	if (nv->bufs)
+		munmap(nv->bufs, nv->bufs_len);
 	free(nv->freebuf);
 	free(nv->done);
 	free(nv->bits);
