@@ -12,10 +12,12 @@
  * unmap     = the reservation's anonymous mapping put back over the range
  * release   = fallocate(PUNCH_HOLE): the memory goes back to the kernel
  *
- * 2 MiB pages use a hugetlb memfd when the system has huge pages reserved,
- * else an ordinary memfd with MADV_HUGEPAGE (transparent huge pages on
- * shmem when the administrator allows them). Runs of pages with consecutive
- * memfd offsets are mapped with one mmap call.
+ * 2 MiB pages come from a hugetlb memfd while the system's reserved huge
+ * pages last, then from an ordinary memfd (transparent huge pages on shmem
+ * where the administrator allows them): a reservation smaller than the
+ * pool caps nothing. A page is an offset in one of the two files, the file
+ * in the offset's top bits (HOST_FILE_HUGETLB). Runs of pages with
+ * consecutive offsets in one file are mapped with one mmap call.
  *
  * Cost warning: every run of non-consecutive pages is one VMA; with 4 KiB
  * pages a large cache can reach vm.max_map_count (65530 by default), which
@@ -37,10 +39,9 @@
 #define HOST_HUGE_PAGE (2ULL << 20)
 #define HOST_DEFAULT_PAGE HOST_HUGE_PAGE
 
-struct host_priv {
-	int fd;
-	bool hugetlb;             /* fd is a hugetlb memfd */
-	pthread_mutex_t lock;
+/* One memfd and its offset allocator. */
+struct host_file {
+	int fd;                   /* -1: none */
 	uint64_t file_size;       /* ftruncate'd size (lock) */
 	uint64_t next_off;        /* never-used offsets start here (lock) */
 	/* Released offsets for reuse, a FIFO: [free_head, nfree) of
@@ -50,6 +51,20 @@ struct host_priv {
 	 * would reverse them: one mmap per page). (lock) */
 	uint64_t *free_offs;
 	uint64_t free_head, nfree, free_cap; /* (lock) */
+};
+
+/* The file of a page: ordinary memfd offsets as they are, hugetlb ones
+ * with this bit (far above any file size). */
+#define HOST_FILE_HUGETLB (1ULL << 62)
+
+struct host_priv {
+	pthread_mutex_t lock;
+	struct host_file shm;     /* ordinary memfd, always there */
+	struct host_file huge;    /* hugetlb memfd, 2 MiB pages only */
+	/* The hugetlb file had no page to give: go to shm until one of ours
+	 * comes back (lock). Another process's release goes unnoticed. */
+	bool huge_dry;
+	bool huge_warned;         /* (lock) */
 };
 
 /* ------------------------------------------- shared by host-memory backends */
@@ -84,20 +99,20 @@ static int host_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
 	hp = calloc(1, sizeof(*hp));
 	if (!hp)
 		return vkv__set_error(-ENOMEM, "host backend: out of memory");
-	hp->fd = -1;
+	hp->huge.fd = -1;
 	if (page == HOST_HUGE_PAGE) {
-		hp->fd = memfd_create("vkv-pool", MFD_CLOEXEC | MFD_HUGETLB |
-							  MFD_HUGE_2MB);
-		if (hp->fd >= 0 && !probe_fd(hp->fd, page)) {
-			close(hp->fd);
-			hp->fd = -1;
+		hp->huge.fd = memfd_create("vkv-pool-huge", MFD_CLOEXEC | MFD_HUGETLB |
+							    MFD_HUGE_2MB);
+		if (hp->huge.fd >= 0 && !probe_fd(hp->huge.fd, page)) {
+			close(hp->huge.fd);
+			hp->huge.fd = -1;
 		}
-		hp->hugetlb = hp->fd >= 0;
 	}
-	if (hp->fd < 0)
-		hp->fd = memfd_create("vkv-pool", MFD_CLOEXEC);
-	if (hp->fd < 0) {
+	hp->shm.fd = memfd_create("vkv-pool", MFD_CLOEXEC);
+	if (hp->shm.fd < 0) {
 		err = -errno;
+		if (hp->huge.fd >= 0)
+			close(hp->huge.fd);
 		free(hp);
 		return vkv__set_error(err, "host backend: memfd_create: %s",
 				      strerror(-err));
@@ -108,7 +123,7 @@ static int host_open(struct vkv_backend *b, const struct vkv_ctx_config *cfg)
 	snprintf(b->detail, sizeof(b->detail), "memfd %s%s",
 		 page == HOST_HUGE_PAGE ? "2 MiB" : "4 KiB",
 		 page == HOST_SMALL_PAGE ? "" :
-		 hp->hugetlb		 ? " (hugetlb)" :
+		 hp->huge.fd >= 0	 ? " (hugetlb, then THP advised)" :
 					   " (THP advised)");
 	return 0;
 }
@@ -119,9 +134,12 @@ static void host_close(struct vkv_backend *b)
 
 	if (!hp)
 		return;
-	close(hp->fd);
+	close(hp->shm.fd);
+	if (hp->huge.fd >= 0)
+		close(hp->huge.fd);
 	pthread_mutex_destroy(&hp->lock);
-	free(hp->free_offs);
+	free(hp->shm.free_offs);
+	free(hp->huge.free_offs);
 	free(hp);
 	b->priv = NULL;
 }
@@ -161,90 +179,129 @@ int vkv__hostmem_unreserve(struct vkv_backend *b, uint64_t addr, uint64_t size)
 	return 0;
 }
 
-/* Next offset for a new page: a released one, or fresh space. */
-static int take_offset(struct host_priv *hp, uint64_t page, uint64_t *off)
+/* Next offset for a new page: a released one, or fresh space (lock). */
+static int take_offset(struct host_file *f, uint64_t page, uint64_t *off)
 {
 	uint64_t want;
 
-	if (hp->free_head < hp->nfree) {
-		*off = hp->free_offs[hp->free_head++];
-		if (hp->free_head == hp->nfree)
-			hp->free_head = hp->nfree = 0;
+	if (f->free_head < f->nfree) {
+		*off = f->free_offs[f->free_head++];
+		if (f->free_head == f->nfree)
+			f->free_head = f->nfree = 0;
 		return 0;
 	}
-	*off = hp->next_off;
-	if (hp->next_off + page > hp->file_size) {
+	*off = f->next_off;
+	if (f->next_off + page > f->file_size) {
 		/* Grow the (sparse) file geometrically: ftruncate is cheap,
 		 * but not free, and memory is only used once fallocated. */
-		want = hp->file_size ? hp->file_size * 2 : 256 * page;
-		if (ftruncate(hp->fd, (off_t)want) != 0)
+		want = f->file_size ? f->file_size * 2 : 256 * page;
+		if (ftruncate(f->fd, (off_t)want) != 0)
 			return -errno;
-		hp->file_size = want;
+		f->file_size = want;
 	}
-	hp->next_off += page;
+	f->next_off += page;
 	return 0;
 }
 
-static int give_offset(struct host_priv *hp, uint64_t off)
+static int give_offset(struct host_file *f, uint64_t off)
 {
 	uint64_t *n;
 
-	if (hp->nfree == hp->free_cap && hp->free_head) {
-		memmove(hp->free_offs, hp->free_offs + hp->free_head,
-			(hp->nfree - hp->free_head) * sizeof(*hp->free_offs));
-		hp->nfree -= hp->free_head;
-		hp->free_head = 0;
+	if (f->nfree == f->free_cap && f->free_head) {
+		memmove(f->free_offs, f->free_offs + f->free_head,
+			(f->nfree - f->free_head) * sizeof(*f->free_offs));
+		f->nfree -= f->free_head;
+		f->free_head = 0;
 	}
-	if (hp->nfree == hp->free_cap) {
-		uint64_t cap = hp->free_cap ? hp->free_cap * 2 : 256;
+	if (f->nfree == f->free_cap) {
+		uint64_t cap = f->free_cap ? f->free_cap * 2 : 256;
 
-		n = realloc(hp->free_offs, cap * sizeof(*n));
+		n = realloc(f->free_offs, cap * sizeof(*n));
 		if (!n)
 			return -ENOMEM;
-		hp->free_offs = n;
-		hp->free_cap = cap;
+		f->free_offs = n;
+		f->free_cap = cap;
 	}
-	hp->free_offs[hp->nfree++] = off;
+	f->free_offs[f->nfree++] = off;
 	return 0;
+}
+
+/* A page of file f: an offset, then its memory (fallocate, which zeroes
+ * and may be slow, outside the lock). -errno when there is none. */
+static int file_page(struct host_priv *hp, struct host_file *f, uint64_t page,
+		     uint64_t *off)
+{
+	int err, e;
+
+	pthread_mutex_lock(&hp->lock);
+	err = take_offset(f, page, off);
+	pthread_mutex_unlock(&hp->lock);
+	if (err)
+		return vkv__set_error(err, "page_create: ftruncate: %s",
+				      strerror(-err));
+	if (fallocate(f->fd, 0, (off_t)*off, (off_t)page) == 0)
+		return 0;
+	e = errno;
+	pthread_mutex_lock(&hp->lock);
+	give_offset(f, *off);
+	pthread_mutex_unlock(&hp->lock);
+	return vkv__set_error(e == ENOSPC ? -ENOMEM : -e,
+			      "page_create: fallocate %llu bytes: %s",
+			      (unsigned long long)page, strerror(e));
 }
 
 static int host_page_create(struct vkv_backend *b, vkv_phys *page)
 {
 	struct host_priv *hp = b->priv;
 	uint64_t off;
+	bool huge;
 	int err;
 
 	if (vkv__fault_hit(VKV_FAULT_PAGE_CREATE))
 		return vkv__set_error(-ENOMEM, "page_create: injected failure (VKV_FAULT_PAGE_CREATE)");
 	pthread_mutex_lock(&hp->lock);
-	err = take_offset(hp, b->page_size, &off);
+	huge = hp->huge.fd >= 0 && !hp->huge_dry;
 	pthread_mutex_unlock(&hp->lock);
-	if (err)
-		return vkv__set_error(err, "page_create: ftruncate: %s",
-				      strerror(-err));
-	/* Outside the lock: fallocate zeroes and may be slow. */
-	if (fallocate(hp->fd, 0, (off_t)off, (off_t)b->page_size) != 0) {
-		err = errno == ENOSPC ? -ENOMEM : -errno;
+	if (huge) {
+		err = vkv__fault_hit(VKV_FAULT_HUGETLB)
+			      ? vkv__set_error(-ENOMEM, "page_create: injected failure (VKV_FAULT_HUGETLB)")
+			      : file_page(hp, &hp->huge, b->page_size, &off);
+		if (!err) {
+			*page = off | HOST_FILE_HUGETLB;
+			return 0;
+		}
+		if (err != -ENOMEM)
+			return err;
 		pthread_mutex_lock(&hp->lock);
-		give_offset(hp, off);
+		hp->huge_dry = true;
+		if (!hp->huge_warned) {
+			hp->huge_warned = true;
+			vkv__warn("host backend: the reserved hugetlb pages ran out; "
+				  "further 2 MiB pages come from ordinary memory "
+				  "(raise vm.nr_hugepages to keep them huge)");
+		}
 		pthread_mutex_unlock(&hp->lock);
-		return vkv__set_error(err, "page_create: fallocate %llu bytes: %s",
-				      (unsigned long long)b->page_size,
-				      strerror(errno));
 	}
-	*page = off;
-	return 0;
+	err = file_page(hp, &hp->shm, b->page_size, &off);
+	if (!err)
+		*page = off;
+	return err;
 }
 
 static void host_page_release(struct vkv_backend *b, vkv_phys page)
 {
 	struct host_priv *hp = b->priv;
+	bool huge = page & HOST_FILE_HUGETLB;
+	struct host_file *f = huge ? &hp->huge : &hp->shm;
+	uint64_t off = page & ~HOST_FILE_HUGETLB;
 
-	fallocate(hp->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		  (off_t)page, (off_t)b->page_size);
+	fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)off, (off_t)b->page_size);
 	pthread_mutex_lock(&hp->lock);
-	if (give_offset(hp, page) != 0)
+	if (give_offset(f, off) != 0)
 		vkv__warn("host backend: lost track of a released page offset");
+	if (huge)
+		hp->huge_dry = false;
 	pthread_mutex_unlock(&hp->lock);
 }
 
@@ -279,6 +336,9 @@ int vkv__hostmem_unmap(struct vkv_backend *b, uint64_t addr, size_t n)
 			      strerror(errno));
 }
 
+/* Map pages of fd (offsets; a host backend page's file bit is ignored,
+ * and the kmod backend's offsets never have it) in runs of consecutive
+ * offsets. */
 int vkv__hostmem_map_fd(struct vkv_backend *b, int fd, uint64_t addr,
 			const vkv_phys *pages, size_t n)
 {
@@ -295,7 +355,7 @@ int vkv__hostmem_map_fd(struct vkv_backend *b, int fd, uint64_t addr,
 			;
 		p = mmap((void *)(uintptr_t)(addr + i * ps), run * ps,
 			 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
-			 (off_t)pages[i]);
+			 (off_t)(pages[i] & ~HOST_FILE_HUGETLB));
 		if (p == MAP_FAILED) {
 			err = errno;
 			if (i)
@@ -312,12 +372,30 @@ int vkv__hostmem_map_fd(struct vkv_backend *b, int fd, uint64_t addr,
 	return 0;
 }
 
+/* Each run of pages of one file with one vkv__hostmem_map_fd call. */
 static int host_map_pages(struct vkv_backend *b, uint64_t addr,
 			  const vkv_phys *pages, size_t n)
 {
 	struct host_priv *hp = b->priv;
+	size_t i = 0, run;
+	int err;
 
-	return vkv__hostmem_map_fd(b, hp->fd, addr, pages, n);
+	while (i < n) {
+		uint64_t tag = pages[i] & HOST_FILE_HUGETLB;
+
+		for (run = 1; i + run < n && (pages[i + run] & HOST_FILE_HUGETLB) == tag;
+		     run++)
+			;
+		err = vkv__hostmem_map_fd(b, tag ? hp->huge.fd : hp->shm.fd,
+					  addr + i * b->page_size, pages + i, run);
+		if (err) {
+			if (i)
+				vkv__hostmem_unmap(b, addr, i);
+			return err;
+		}
+		i += run;
+	}
+	return 0;
 }
 
 int vkv__hostmem_copy_dd(struct vkv_backend *b, uint64_t dst, uint64_t src,

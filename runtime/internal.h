@@ -62,6 +62,7 @@ enum vkv_opt_id {
 	VKV_OPT_LOG,
 	VKV_OPT_FAULT_PAGE_CREATE,
 	VKV_OPT_FAULT_MAP,
+	VKV_OPT_FAULT_HUGETLB,
 	/* tiers (tier.c, tier_dram.c, tier_nvme.c) */
 	VKV_OPT_TIER_AUTO,
 	VKV_OPT_TIER_IDLE,
@@ -117,6 +118,7 @@ int vkv__parse_size(const char *s, uint64_t *out);
 enum vkv_fault_site {
 	VKV_FAULT_PAGE_CREATE,
 	VKV_FAULT_MAP,
+	VKV_FAULT_HUGETLB,      /* a host backend hugetlb page (as if none left) */
 	VKV_FAULT_DRAM_ALLOC,   /* a DRAM tier chunk allocation */
 	VKV_FAULT_NVME_WRITE,   /* an NVMe tier write (one I/O) */
 	VKV_FAULT_NVME_READ,    /* an NVMe tier read (one I/O) */
@@ -373,5 +375,21 @@ void vkv__stats_open(enum vkv_backend_kind backend, const char *detail,
 		     uint64_t page_size);
 void vkv__stats_step(uint64_t ns);
 uint64_t vkv__now_ns(void);
+
+/* --------------------------------------------------------- stats_remove.c
+ * Shared by libvkv's sweep and vkvstat's clean-up (which links the object).
+ */
+
+/* Remove the segment file `name` in directory dfd if dead(fd, arg) says
+ * so, judging and unlinking it under a private name it is first renamed
+ * to, so that a live segment created under `name` meanwhile (a reused pid)
+ * is never removed. dead() gets a read-only descriptor of the file renamed
+ * aside, which stays open until the file is unlinked or put back; it must
+ * decide from that file alone, never from `name`. A file not removed goes
+ * back under `name` unless another took the name meanwhile.
+ * Returns 0 (removed), -EBUSY (judged alive, put back), or the -errno of
+ * the rename aside (-ENOENT: gone already), of opening or of unlinking. */
+int vkv__stats_remove_dead(int dfd, const char *name,
+			   bool (*dead)(int fd, void *arg), void *arg);
 
 #endif /* VKV_INTERNAL_H */

@@ -52,6 +52,8 @@ const struct vkv_option vkv__options[VKV_OPT_COUNT] = {
 					"fault injection: N fails the Nth page creation, N,every every one from the Nth" },
 	[VKV_OPT_FAULT_MAP] = { "VKV_FAULT_MAP", VKV_OPT_STRING, "", NULL,
 				"fault injection: N fails the Nth map call, N,every every one from the Nth" },
+	[VKV_OPT_FAULT_HUGETLB] = { "VKV_FAULT_HUGETLB", VKV_OPT_STRING, "", NULL,
+				    "fault injection: N makes the Nth hugetlb page of the host backend fail as if the reserved huge pages ran out" },
 	[VKV_OPT_TIER_AUTO] = { "VKV_TIER_AUTO", VKV_OPT_ENUM, "0", bool_choices,
 				"1 = automatic tiering: demote idle slots when the pool is short, restore evicted slots when stepped" },
 	[VKV_OPT_TIER_IDLE] = { "VKV_TIER_IDLE", VKV_OPT_UINT, "4", NULL,

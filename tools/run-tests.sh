@@ -31,6 +31,7 @@ step() {
 
 step build make -j"$JOBS" all
 step check make -j"$JOBS" check
+step hugetlb tests/check_hugetlb.sh
 step check-asan make -j"$JOBS" SAN=asan BUILD=build-asan check
 step check-tsan make -j"$JOBS" SAN=tsan BUILD=build-tsan check
 step valgrind make -j"$JOBS" valgrind
