@@ -50,7 +50,7 @@ LDFLAGS += $(SAN_LDFLAGS)
 
 LIB_SRCS := runtime/error.c runtime/options.c runtime/fault.c \
 	runtime/backend.c runtime/backend_host.c runtime/pool.c \
-	runtime/region.c runtime/ctx.c runtime/stats.c
+	runtime/region.c runtime/ctx.c runtime/stats.c runtime/stats_remove.c
 BINS :=
 CHECK_TARGETS :=
 VALGRIND_TARGETS :=

@@ -53,7 +53,7 @@ PRELOAD_SRCS := runtime/preload/preload.c runtime/preload/real.c \
 	runtime/preload/interpose.c runtime/preload/serve.c
 PRELOAD_OBJS := $(PRELOAD_SRCS:%.c=$(BUILD)/obj/%.o)
 PRELOAD_VKV_OBJS := $(addprefix $(BUILD)/obj/runtime/,preload/arena.o \
-	options.o error.o stats.o)
+	options.o error.o stats.o stats_remove.o)
 
 $(PRELOAD_OBJS): CFLAGS += -fvisibility=hidden -Iruntime/preload
 

@@ -2,10 +2,11 @@
 # vkvstat: the memory-tier diagnostic tool (tools/vkvstat/), its reader's
 # Check suite, its fuzz target and its shell tests (tests/vkvstat/).
 #
-# The tool reads other processes' stats segments and needs only three
-# pieces of libvkv: the CUDA driver table (probe), errors and options. It
-# links those objects directly rather than the whole library, so it builds
-# and runs wherever they do.
+# The tool reads other processes' stats segments and needs only four
+# pieces of libvkv: the CUDA driver table (probe), errors, options and the
+# removal of dead segments (shared with libvkv's sweep). It links those
+# objects directly rather than the whole library, so it builds and runs
+# wherever they do.
 #
 #   make vkvstat-check        the reader's Check suite (part of `make check`)
 #   make vkvstat-fuzz         build the libFuzzer target (clang)
@@ -15,8 +16,10 @@
 
 VKVSTAT_SRCS := $(sort $(wildcard tools/vkvstat/*.c))
 VKVSTAT_OBJS := $(VKVSTAT_SRCS:%.c=$(BUILD)/obj/%.o)
+VKVSTAT_REMOVE_OBJ := $(BUILD)/obj/runtime/stats_remove.o
 VKVSTAT_RT_OBJS := $(BUILD)/obj/runtime/cuda_driver.o \
-	$(BUILD)/obj/runtime/error.o $(BUILD)/obj/runtime/options.o
+	$(BUILD)/obj/runtime/error.o $(BUILD)/obj/runtime/options.o \
+	$(VKVSTAT_REMOVE_OBJ)
 VKVSTAT_READER_OBJ := $(BUILD)/obj/tools/vkvstat/segment_reader.o
 
 BINS += vkvstat
@@ -28,11 +31,14 @@ $(BUILD)/bin/vkvstat: $(VKVSTAT_OBJS) $(VKVSTAT_RT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -luring -ldl -lm -pthread
 
+# The suite interposes on the reader's file system calls (--wrap) to make
+# another process take a segment's name at the worst moment, every time.
+VKVSTAT_CHECK_WRAP := -Wl,--wrap=renameat,--wrap=unlinkat
 $(BUILD)/tests/check_vkvstat_reader: tests/vkvstat/check_segment_reader.c \
-		$(VKVSTAT_READER_OBJ)
+		$(VKVSTAT_READER_OBJ) $(VKVSTAT_REMOVE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itools/vkvstat -o $@ $^ $(LDFLAGS) \
-		$(CHECK_LIBS)
+		$(VKVSTAT_CHECK_WRAP) $(CHECK_LIBS)
 
 .PHONY: vkvstat-check vkvstat-fuzz vkvstat-fuzz-run
 vkvstat-check: $(BUILD)/tests/check_vkvstat_reader
@@ -52,11 +58,12 @@ VKVSTAT_FUZZ := $(BUILD)/tests/fuzz_vkvstat_reader
 VKVSTAT_FUZZ_SECONDS ?= 30
 vkvstat-fuzz: $(VKVSTAT_FUZZ)
 $(VKVSTAT_FUZZ): tests/vkvstat/fuzz_segment_reader.c tools/vkvstat/segment_reader.c \
-		tools/vkvstat/segment_reader.h include/vkv_stats.h
+		tools/vkvstat/segment_reader.h include/vkv_stats.h runtime/stats_remove.c
 	@mkdir -p $(dir $@)
-	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Itools/vkvstat \
+	clang -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude -Iruntime -Itools/vkvstat \
 		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-o $@ tests/vkvstat/fuzz_segment_reader.c tools/vkvstat/segment_reader.c
+		-o $@ tests/vkvstat/fuzz_segment_reader.c tools/vkvstat/segment_reader.c \
+		runtime/stats_remove.c
 vkvstat-fuzz-run: $(VKVSTAT_FUZZ)
 	@mkdir -p $(BUILD)/fuzz/vkvstat-corpus
 	$(VKVSTAT_FUZZ) -max_total_time=$(VKVSTAT_FUZZ_SECONDS) -max_len=4096 \

@@ -170,12 +170,10 @@ err_unlink:
  *
  * The race: between the checks and the unlink, a new process may get the
  * dead pid and create its segment under the same name. Unlinking by name
- * would then remove the new, live segment. So the file is first renamed to
- * a name of our own (which neither vkvstat nor a sweep matches), checked
- * there, and unlinked only there; a file that turns out to be alive, or
- * cannot be judged, is renamed back without replacing anything. The name
- * is empty only for that moment, which a reader sees as a process that has
- * not published yet.
+ * would then remove the new, live segment. So the file is checked and
+ * unlinked only under a name of our own it was first renamed to, and put
+ * back when it is not dead: vkv__stats_remove_dead (stats_remove.c), which
+ * vkvstat's clean-up shares.
  */
 
 /* At most this many segment files are looked at by one sweep. */
@@ -205,9 +203,10 @@ static bool pid_gone(pid_t pid)
 	return kill(pid, 0) == -1 && errno == ESRCH;
 }
 
-/* Is the file open at fd the segment of a dead process `pid`? */
-static bool segment_dead(int fd, pid_t pid)
+/* Is the file open at fd the segment of a dead process, *(pid_t *)arg? */
+static bool segment_dead(int fd, void *arg)
 {
+	const pid_t pid = *(const pid_t *)arg;
 	struct vkv_stats_segment h;
 	const size_t n = offsetof(struct vkv_stats_segment, start_ns);
 	struct stat st;
@@ -218,54 +217,25 @@ static bool segment_dead(int fd, pid_t pid)
 	if (pread(fd, &h, n, 0) != (ssize_t)n || h.magic != VKV_STATS_MAGIC ||
 	    h.version != VKV_STATS_VERSION || h.pid != pid)
 		return false;
-	/* Held (shared) by a live writer; ours is dropped at close(fd). */
+	/* Held (shared) by a live writer; ours is dropped when the file is
+	 * gone or back. */
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
 		return false;
 	return pid_gone(pid);
 }
 
-/* Put a file we took but must not remove back under its name, never over
- * a file that took the name meanwhile. One did only if a process with this
- * pid created its segment since we took ours: that process's own creation
- * would have replaced ours (create_file unlinks what it finds), so ours
- * goes. */
-static void put_back(int dfd, const char *tmp, const char *name)
-{
-	if (renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE) == 0)
-		return;
-	if (errno == EINVAL || errno == ENOSYS) { /* no RENAME_NOREPLACE here */
-		if (linkat(dfd, tmp, dfd, name, 0) == 0 || errno == EEXIST)
-			unlinkat(dfd, tmp, 0);
-		return;
-	}
-	if (errno == EEXIST)
-		unlinkat(dfd, tmp, 0);
-}
-
 static void sweep_one(int dfd, pid_t pid)
 {
-	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
+	char name[NAME_MAX + 1];
 	struct stat st;
-	bool dead;
-	int fd;
 
 	snprintf(name, sizeof(name), "%s%d", VKV_STATS_PREFIX, (int)pid);
+	/* A cheap look before taking the name away from a possible reader. */
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
 	    !S_ISREG(st.st_mode) || st.st_uid != geteuid())
 		return;
-	if (snprintf(tmp, sizeof(tmp), "%s.swept-by-%d", name, (int)getpid()) >=
-	    (int)sizeof(tmp))
-		return;
-	if (renameat(dfd, name, dfd, tmp) != 0)
-		return; /* gone already (its owner, vkvstat), or not ours */
-	fd = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	dead = fd >= 0 && segment_dead(fd, pid);
-	if (dead && unlinkat(dfd, tmp, 0) == 0)
+	if (vkv__stats_remove_dead(dfd, name, segment_dead, &pid) == 0)
 		vkv__debug("stats: removed %s of a dead process", name);
-	else
-		put_back(dfd, tmp, name);
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Remove the segments of dead processes of our user from `dir`. The

@@ -7,9 +7,12 @@
  * short, strings without terminators or full of escape codes, a pid that
  * does not match the file name, writers that died (or died inside the
  * seqlock), a pid taken over by another program, a file truncated while
- * it is read, and a writer that keeps writing while it is read.
+ * it is read, and a writer that keeps writing while it is read. And the
+ * clean-up's race: a new process that reuses a dead pid and creates its
+ * segment under the dead one's name while the reader removes that one.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -23,9 +26,26 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "segment_reader.h"
 
 static char dir[64];
+
+/* ------------------------------------------ a new process takes a name
+ *
+ * The suite is linked with -Wl,--wrap=renameat,--wrap=unlinkat: the
+ * reader's calls of those reach the wrappers below. A test sets
+ * `take_over_at` to have a new process with the pid `take_over_pid` take
+ * that pid's segment name just before the reader's next call of one of
+ * them, the way libvkv creates its segment (unlink what is there, create,
+ * lock, publish). So the race a clean-up must survive happens every time,
+ * at the worst moment, instead of once in a million runs.
+ */
+enum take_over_site { TAKE_OVER_NONE, TAKE_OVER_RENAMEAT, TAKE_OVER_UNLINKAT };
+
+static enum take_over_site take_over_at;
+static int32_t take_over_pid;
+static int taker_fd = -1; /* the new writer's file, its lock held */
 
 static uint64_t now_ns(void)
 {
@@ -39,12 +59,18 @@ static void setup(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/vkvstat-check.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
+	take_over_at = TAKE_OVER_NONE;
+	taker_fd = -1;
 }
 
 static void teardown(void)
 {
 	char cmd[128];
 
+	take_over_at = TAKE_OVER_NONE;
+	if (taker_fd >= 0)
+		close(taker_fd);
+	taker_fd = -1;
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);
@@ -105,6 +131,75 @@ static int32_t dead_pid(void)
 		_exit(0);
 	ck_assert_int_eq(waitpid(c, NULL, 0), c);
 	return c;
+}
+
+int __real_renameat(int odfd, const char *old, int ndfd, const char *new);
+int __real_unlinkat(int dfd, const char *name, int flags);
+int __wrap_renameat(int odfd, const char *old, int ndfd, const char *new);
+int __wrap_unlinkat(int dfd, const char *name, int flags);
+
+static void take_over(void)
+{
+	struct vkv_stats_segment s;
+	char path[128];
+
+	take_over_at = TAKE_OVER_NONE;
+	snprintf(path, sizeof(path), "%s/" VKV_STATS_PREFIX "%d", dir,
+		 take_over_pid);
+	unlink(path);
+	taker_fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	ck_assert_int_ge(taker_fd, 0);
+	ck_assert_int_eq(flock(taker_fd, LOCK_SH), 0);
+	good_segment(&s, take_over_pid);
+	ck_assert_int_eq(pwrite(taker_fd, &s, sizeof(s), 0), (ssize_t)sizeof(s));
+}
+
+int __wrap_renameat(int odfd, const char *old, int ndfd, const char *new)
+{
+	if (take_over_at == TAKE_OVER_RENAMEAT)
+		take_over();
+	return __real_renameat(odfd, old, ndfd, new);
+}
+
+int __wrap_unlinkat(int dfd, const char *name, int flags)
+{
+	if (take_over_at == TAKE_OVER_UNLINKAT)
+		take_over();
+	return __real_unlinkat(dfd, name, flags);
+}
+
+/* Is the new writer's file, intact and still locked, under `path`? */
+static void assert_taker_in_place(const char *path)
+{
+	struct vkv_stats_segment s;
+	struct stat mine, there;
+	int fd;
+
+	ck_assert_int_ge(taker_fd, 0);
+	ck_assert_int_eq(fstat(taker_fd, &mine), 0);
+	ck_assert_int_eq(stat(path, &there), 0);
+	ck_assert_uint_eq(there.st_ino, mine.st_ino);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &s, sizeof(s), 0), (ssize_t)sizeof(s));
+	ck_assert_uint_eq(s.magic, VKV_STATS_MAGIC);
+	ck_assert_int_eq(s.pid, take_over_pid);
+	ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), -1);
+	close(fd);
+}
+
+/* Files in the test's directory: a name renamed aside must not stay. */
+static unsigned dir_entries(void)
+{
+	struct dirent *de;
+	unsigned n = 0;
+	DIR *d = opendir(dir);
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	return n;
 }
 
 START_TEST(test_valid_live)
@@ -621,6 +716,171 @@ START_TEST(test_truncated_while_reading)
 }
 END_TEST
 
+/* Scan with clean-up; returns the entry of the dead segment. The file a
+ * new writer creates during the scan may or may not be listed too (readdir
+ * need not show it): it is then live. */
+static struct vkvstat_proc *scan_for_dead(void)
+{
+	struct vkvstat_proc *dead = NULL;
+
+	vkvstat_scan_free(&scan);
+	ck_assert_int_eq(vkvstat_scan_dir(dir, VKVSTAT_SCAN_CLEAN, &scan), 0);
+	for (size_t i = 0; i < scan.nprocs; i++) {
+		if (scan.procs[i].state == VKVSTAT_SEG_DEAD) {
+			ck_assert_ptr_null(dead);
+			dead = &scan.procs[i];
+		} else {
+			ck_assert_int_eq(scan.procs[i].state, VKVSTAT_SEG_LIVE);
+		}
+	}
+	ck_assert_ptr_nonnull(dead);
+	return dead;
+}
+
+/* A dead segment, old enough to be removed; returns its path. */
+static const char *put_dead(int32_t pid)
+{
+	struct vkv_stats_segment s;
+
+	good_segment(&s, pid);
+	s.update_ns = now_ns() - 60ull * 1000000000ull;
+	return put(pid, &s, sizeof(s));
+}
+
+START_TEST(test_clean_name_taken_before_unlink)
+{
+	/* The reader has found the segment dead and checked everything; just
+	 * before it unlinks, a new process that got the dead pid creates its
+	 * own segment under that name. Unlinking by name would remove the
+	 * new, live segment; the dead one must go, the live one stay. */
+	int32_t pid = dead_pid();
+	const char *path = put_dead(pid);
+	struct vkvstat_proc *p;
+
+	take_over_pid = pid;
+	take_over_at = TAKE_OVER_UNLINKAT;
+	p = scan_for_dead();
+	ck_assert_int_eq(take_over_at, TAKE_OVER_NONE); /* the race happened */
+	ck_assert(p->cleaned);
+	ck_assert_uint_eq(scan.cleaned, 1);
+	assert_taker_in_place(path);
+	ck_assert_uint_eq(dir_entries(), 1);
+	vkvstat_scan_free(&scan);
+}
+END_TEST
+
+START_TEST(test_clean_name_taken_before_rename)
+{
+	/* The new process takes the name just before the reader renames the
+	 * file aside: the reader takes the live segment, finds it is not the
+	 * file it read, and puts it back. */
+	int32_t pid = dead_pid();
+	const char *path = put_dead(pid);
+	struct vkvstat_proc *p;
+
+	take_over_pid = pid;
+	take_over_at = TAKE_OVER_RENAMEAT;
+	p = scan_for_dead();
+	ck_assert_int_eq(take_over_at, TAKE_OVER_NONE);
+	ck_assert(!p->cleaned);
+	ck_assert_uint_eq(scan.cleaned, 0);
+	assert_taker_in_place(path);
+	ck_assert_uint_eq(dir_entries(), 1);
+	vkvstat_scan_free(&scan);
+}
+END_TEST
+
+/* The building blocks, vkv__stats_remove_dead with judges of our own. */
+
+struct judged {
+	const char *path; /* the public name, empty while judged */
+	struct stat was;  /* the file expected aside */
+	bool verdict;     /* what the judge answers */
+	bool take_name;   /* a new writer takes the name meanwhile */
+	int calls;
+};
+
+static bool judge(int fd, void *arg)
+{
+	struct judged *j = arg;
+	struct stat st;
+
+	j->calls++;
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	ck_assert_uint_eq(st.st_ino, j->was.st_ino);
+	ck_assert_int_eq(access(j->path, F_OK), -1);
+	if (j->take_name)
+		take_over();
+	return j->verdict && flock(fd, LOCK_EX | LOCK_NB) == 0;
+}
+
+static int remove_dead(const char *name, struct judged *j)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY), err;
+
+	ck_assert_int_ge(dfd, 0);
+	err = vkv__stats_remove_dead(dfd, name, judge, j);
+	close(dfd);
+	return err;
+}
+
+START_TEST(test_remove_dead_file)
+{
+	struct judged j = { .verdict = true };
+	int32_t pid = dead_pid();
+	char name[64];
+
+	j.path = put_dead(pid);
+	ck_assert_int_eq(stat(j.path, &j.was), 0);
+	snprintf(name, sizeof(name), VKV_STATS_PREFIX "%d", pid);
+	ck_assert_int_eq(remove_dead(name, &j), 0);
+	ck_assert_int_eq(j.calls, 1);
+	ck_assert_uint_eq(dir_entries(), 0);
+	/* Gone already: the judge is not asked. */
+	ck_assert_int_eq(remove_dead(name, &j), -ENOENT);
+	ck_assert_int_eq(j.calls, 1);
+}
+END_TEST
+
+START_TEST(test_remove_live_file_put_back)
+{
+	/* A live writer holds its lock: judged alive aside, back intact. */
+	struct judged j = { .verdict = true };
+	char name[64], path[128];
+
+	take_over_pid = getpid();
+	take_over();
+	ck_assert_int_eq(fstat(taker_fd, &j.was), 0);
+	snprintf(name, sizeof(name), VKV_STATS_PREFIX "%d", take_over_pid);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	j.path = path;
+	ck_assert_int_eq(remove_dead(name, &j), -EBUSY);
+	ck_assert_int_eq(j.calls, 1);
+	assert_taker_in_place(path);
+	ck_assert_uint_eq(dir_entries(), 1);
+}
+END_TEST
+
+START_TEST(test_remove_put_back_never_replaces)
+{
+	/* Judged alive (or not judged), while a new writer took the name:
+	 * the newer file keeps the name and ours goes (that writer's own
+	 * creation would have replaced it). Nothing is left aside. */
+	struct judged j = { .verdict = false, .take_name = true };
+	int32_t pid = dead_pid();
+	char name[64];
+
+	j.path = put_dead(pid);
+	ck_assert_int_eq(stat(j.path, &j.was), 0);
+	take_over_pid = pid;
+	snprintf(name, sizeof(name), VKV_STATS_PREFIX "%d", pid);
+	ck_assert_int_eq(remove_dead(name, &j), -EBUSY);
+	ck_assert_int_eq(j.calls, 1);
+	assert_taker_in_place(j.path);
+	ck_assert_uint_eq(dir_entries(), 1);
+}
+END_TEST
+
 static Suite *reader_suite(void)
 {
 	Suite *s = suite_create("vkvstat_segment_reader");
@@ -646,6 +906,17 @@ static Suite *reader_suite(void)
 	tcase_add_test(tc, test_busy_live);
 	tcase_add_test(tc, test_pid_reused);
 	tcase_add_test(tc, test_permission_denied);
+	suite_add_tcase(s, tc);
+
+	/* Removing dead segments while new writers take their names. */
+	tc = tcase_create("clean");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_clean_name_taken_before_unlink);
+	tcase_add_test(tc, test_clean_name_taken_before_rename);
+	tcase_add_test(tc, test_remove_dead_file);
+	tcase_add_test(tc, test_remove_live_file_put_back);
+	tcase_add_test(tc, test_remove_put_back_never_replaces);
 	suite_add_tcase(s, tc);
 
 	/* Threads racing the reader: tagged, so valgrind can leave them out. */

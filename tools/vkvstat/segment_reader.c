@@ -2,7 +2,7 @@
 /*
  * segment_reader.c - find, map, copy and validate vkv stats segments.
  *
- * See segment_reader.h for the contract. Two things here are less obvious:
+ * See segment_reader.h for the contract. Three things here are less obvious:
  *
  * The copy is made with 64-bit atomic loads, not memcpy: the writer stores
  * into the same words at the same time, and the seqlock only tells us
@@ -17,6 +17,12 @@
  * SIGBUS handler maps a zero page over the faulting address and lets the
  * copy finish; the file size is checked again afterwards and the copy is
  * rejected. A SIGBUS anywhere else gets the default action, as before.
+ *
+ * A dead segment is removed exactly as libvkv's own sweep removes one, by
+ * the same code (vkv__stats_remove_dead, runtime/stats_remove.c, whose
+ * object is linked here): judged and unlinked under a private name, never
+ * by its public name, which a new process with the same pid may have
+ * taken meanwhile.
  */
 #include "segment_reader.h"
 
@@ -37,6 +43,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "internal.h"
 
 /* At most this many segment files are looked at in one scan. */
 #define VKVSTAT_MAX_SEGMENTS 4096
@@ -357,22 +365,32 @@ static bool writer_holds_lock(int fd)
 	return errno == EWOULDBLOCK;
 }
 
-/* May this dead segment be unlinked? Only ours, only the file we read,
- * never one written moments ago (its writer may be in another pid
- * namespace, where our kill() cannot see it). */
-static bool safe_to_unlink(int dfd, const struct vkvstat_proc *p,
-			   const struct stat *st)
+/* May this dead segment be removed? Only ours, never one written moments
+ * ago (its writer may be in another pid namespace, where our kill() cannot
+ * see it). */
+static bool may_remove(const struct vkvstat_proc *p, const struct stat *st)
 {
-	struct stat now;
-
 	if (st->st_uid != geteuid())
 		return false;
-	if (p->seg.update_ns && p->seg.update_ns + VKVSTAT_FRESH_NS >
-					now_realtime_ns())
+	return !p->seg.update_ns ||
+	       p->seg.update_ns + VKVSTAT_FRESH_NS <= now_realtime_ns();
+}
+
+/* The judge of vkv__stats_remove_dead: is the file renamed aside still the
+ * very file we read and found dead (arg: its struct stat), with nobody
+ * holding its lock? Checking the name instead and unlinking by name would
+ * race with a new process that reuses the pid and creates its segment
+ * under that name between the check and the unlink: we would remove its
+ * live segment. Our lock is held until the file is gone or back. */
+static bool still_the_dead_file(int fd, void *arg)
+{
+	const struct stat *was = arg;
+	struct stat now;
+
+	if (fstat(fd, &now) != 0 || now.st_dev != was->st_dev ||
+	    now.st_ino != was->st_ino)
 		return false;
-	if (fstatat(dfd, p->name, &now, AT_SYMLINK_NOFOLLOW) < 0)
-		return false;
-	return now.st_dev == st->st_dev && now.st_ino == st->st_ino;
+	return flock(fd, LOCK_EX | LOCK_NB) == 0;
 }
 
 static void read_one(int dfd, const char *name, int32_t pid, unsigned flags,
@@ -436,8 +454,8 @@ static void read_one(int dfd, const char *name, int32_t pid, unsigned flags,
 	}
 	set_state(p, VKVSTAT_SEG_DEAD, 0, why);
 out_dead:
-	if ((flags & VKVSTAT_SCAN_CLEAN) && safe_to_unlink(dfd, p, &st) &&
-	    unlinkat(dfd, name, 0) == 0)
+	if ((flags & VKVSTAT_SCAN_CLEAN) && may_remove(p, &st) &&
+	    vkv__stats_remove_dead(dfd, name, still_the_dead_file, &st) == 0)
 		p->cleaned = true;
 out_close:
 	close(fd);

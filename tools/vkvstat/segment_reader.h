@@ -72,8 +72,11 @@ struct vkvstat_scan {
  * Scan `dir` for vkv-stats.<pid> files. Every file becomes one entry of
  * out->procs with its state; per-file problems (permission, bad contents)
  * are recorded there and never make the scan fail. With VKVSTAT_SCAN_CLEAN
- * a DEAD segment is unlinked when it belongs to the calling user and is
- * still the very file that was read.
+ * a DEAD segment is unlinked when it belongs to the calling user, was not
+ * written in the last seconds, and is still the very file that was read;
+ * it is judged and unlinked under a private name it is first renamed to
+ * (as libvkv's sweep does), so that a live segment created under its name
+ * meanwhile is never removed.
  * Returns 0, or a negative errno when the directory itself cannot be read
  * (-ENOENT, -EACCES, ...) or memory runs out; *out is then empty.
  */
