@@ -122,8 +122,14 @@ static void setup_uring(struct vkv_tier_nvme *nv)
 
 	if (vkv__fault_hit(VKV_FAULT_IO_URING))
 		err = -ENOSYS;
-	else
-		err = io_uring_queue_init(nv->qd, &nv->ring, 0);
+	else {
+		/* SUBMIT_ALL: an I/O that fails at submission (its error comes
+		 * as its completion) does not leave the ones after it unsent
+		 * in the queue; kernels before 5.18 refuse the flag. */
+		err = io_uring_queue_init(nv->qd, &nv->ring, IORING_SETUP_SUBMIT_ALL);
+		if (err == -EINVAL)
+			err = io_uring_queue_init(nv->qd, &nv->ring, 0);
+	}
 	if (err < 0) {
 		if (atomic_fetch_add(&warned_uring, 1) == 0)
 			vkv__warn("nvme tier: io_uring is unavailable (%s); using "
@@ -491,7 +497,10 @@ static int submit_batch(struct vkv_tier_nvme *nv, unsigned *prepped,
 
 	if (!*prepped)
 		return 0;
-	ret = io_uring_submit(&nv->ring);
+	/* Without SUBMIT_ALL the kernel may stop early; send the rest. */
+	do {
+		ret = io_uring_submit(&nv->ring);
+	} while (ret > 0 && io_uring_sq_ready(&nv->ring));
 	if (ret < 0) {
 		*inflight -= *prepped;
 		*nfree += *prepped;
