@@ -71,7 +71,7 @@ const struct vkv_option vkv__options[VKV_OPT_COUNT] = {
 	[VKV_OPT_NVME_GROW] = { "VKV_NVME_GROW", VKV_OPT_SIZE, "256M", NULL,
 				"the NVMe tier's file is preallocated (fallocate) in steps of this size" },
 	[VKV_OPT_NVME_QD] = { "VKV_NVME_QD", VKV_OPT_UINT, "32", NULL,
-			      "io_uring queue depth of the NVMe tier (I/Os in flight)" },
+			      "io_uring queue depth of the NVMe tier (I/Os in flight); staging buffers take 2 x QD x VKV_NVME_IO bytes" },
 	[VKV_OPT_NVME_IO] = { "VKV_NVME_IO", VKV_OPT_SIZE, "1M", NULL,
 			      "NVMe tier I/O size (4K..page size, a power of two); one checksum per I/O" },
 	[VKV_OPT_TIER_COPY] = { "VKV_TIER_COPY", VKV_OPT_ENUM, "auto", tier_copy_choices,
