@@ -161,6 +161,10 @@ struct vkv_pool {
 	uint64_t pages_total;      /* created and not released (lock) */
 	uint64_t pages_creating;   /* creations in flight, counted against
 				      the budget (lock) */
+	uint64_t returns;          /* bumped whenever pages land on the free
+				      list or leave the budget: a caller
+				      whose get failed can tell that a retry
+				      may succeed (lock) */
 };
 
 int vkv__pool_init(struct vkv_pool *p, struct vkv_backend *b, uint64_t budget,
@@ -172,6 +176,8 @@ void vkv__pool_fini(struct vkv_pool *p);
 int vkv__pool_get(struct vkv_pool *p, struct vkv_page **out, size_t n);
 /* Give pages back to the free list (refs must be 0). */
 void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n);
+/* The pool's returns counter: read it before a get, compare after. */
+uint64_t vkv__pool_returns(struct vkv_pool *p);
 /* Sort pages by physical address where that means something to the
  * backend (host memory: memfd or /dev/vkv offsets): pages then handed out
  * in order to consecutive addresses of a tensor form runs that the backend

@@ -87,6 +87,7 @@ uint64_t vkv__pool_drain(struct vkv_pool *p)
 	p->free_cap = 0;
 	p->pages_free = 0;
 	p->pages_total -= n;
+	p->returns++;
 	pthread_mutex_unlock(&p->lock);
 	release_pages(p, list, n);
 	free(list);
@@ -231,6 +232,16 @@ int vkv__pool_get(struct vkv_pool *p, struct vkv_page **out, size_t n)
 	return err;
 }
 
+uint64_t vkv__pool_returns(struct vkv_pool *p)
+{
+	uint64_t r;
+
+	pthread_mutex_lock(&p->lock);
+	r = p->returns;
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
 void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n)
 {
 	size_t kept = n;
@@ -246,6 +257,7 @@ void vkv__pool_put(struct vkv_pool *p, struct vkv_page *const *pages, size_t n)
 		memcpy(p->free + p->pages_free, pages, n * sizeof(*pages));
 		p->pages_free += n;
 	}
+	p->returns++;
 	pthread_mutex_unlock(&p->lock);
 	if (!kept) {
 		release_pages(p, (struct vkv_page **)pages, n);
@@ -290,6 +302,7 @@ bool vkv__pool_balance(struct vkv_pool *p)
 		p->pages_free -= n;
 		p->pages_total -= n;
 		memcpy(batch, p->free + p->pages_free, n * sizeof(*batch));
+		p->returns++;
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (n == 0)
@@ -309,6 +322,7 @@ bool vkv__pool_balance(struct vkv_pool *p)
 		memcpy(p->free + p->pages_free, batch, n * sizeof(*batch));
 		p->pages_free += n;
 		p->pages_total += n;
+		p->returns++;
 	} else if (!err) {
 		pthread_mutex_unlock(&p->lock);
 		release_pages(p, batch, n);

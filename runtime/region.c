@@ -174,10 +174,12 @@ static int slot_reserve_table(struct vkv_region *r, struct vkv_slot *sl,
  * pool. */
 int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
 {
+	uint64_t returns;
 	int err;
 
 	for (;;) {
 		pthread_mutex_unlock(&ctx->lock);
+		returns = vkv__pool_returns(&ctx->pool);
 		err = vkv__pool_get(&ctx->pool, out, n);
 		pthread_mutex_lock(&ctx->lock);
 		if (err != -ENOMEM)
@@ -191,6 +193,15 @@ int vkv__take_pages(struct vkv_ctx *ctx, struct vkv_page **out, uint64_t n)
 				pthread_cond_wait(&ctx->cond, &ctx->lock);
 				continue;
 			}
+			/* Nothing left to demote, and no eviction running:
+			 * but one may have run to its end while the lock was
+			 * dropped around the pool (the worker, keeping the
+			 * pool's watermark, demotes every idle slot), and
+			 * the pages it gave back came after our get failed.
+			 * Try again; only when the pool took nothing back
+			 * since is the budget truly spent. */
+			if (vkv__pool_returns(&ctx->pool) != returns)
+				continue;
 			/* vkv__pool_get's detail still describes it. */
 			return err;
 		}
