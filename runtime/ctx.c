@@ -189,11 +189,18 @@ again:
 static bool reclaim_round(struct vkv_ctx *ctx)
 {
 	struct vkv_pool *p = &ctx->pool;
-	uint64_t short_by = 0;
+	uint64_t short_by = 0, want;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->pages_free < p->low_pages && vkv__pool_headroom(p) == 0)
-		short_by = p->low_pages - p->pages_free;
+	/* Ahead of need the worker frees at most an eighth of the budget: a
+	 * pool_low near the budget (the 8 MiB default is 2048 pages of 4 KiB)
+	 * would have it demote every idle slot in every round, moving KV to
+	 * a lower tier that nobody needed the room of. */
+	want = p->low_pages;
+	if (p->budget_pages && want > p->budget_pages / 8)
+		want = p->budget_pages / 8;
+	if (p->pages_free < want && vkv__pool_headroom(p) == 0)
+		short_by = want - p->pages_free;
 	pthread_mutex_unlock(&p->lock);
 	if (!short_by)
 		return false;

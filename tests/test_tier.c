@@ -735,6 +735,52 @@ START_TEST(auto_demotes_idle_and_promotes_on_step)
 END_TEST
 
 /* Without the policy nothing is demoted: the budget says no. */
+/*
+ * The worker frees pages ahead of need (pool_low) by demoting idle slots,
+ * but never more than an eighth of the budget: with pool_low as large as
+ * the budget it used to demote every idle slot in every round.
+ */
+START_TEST(worker_demotes_only_ahead_of_need)
+{
+	struct vkv_ctx_config cfg;
+	vkv_ctx *ctx = NULL;
+	vkv_region *r;
+	uint64_t page, n;
+	uint32_t evicted = 0;
+
+	setenv("VKV_TIER_AUTO", "1", 1);
+	setenv("VKV_TIER_IDLE", "1", 1);
+	page = run_page();
+	use_test_dir();
+	vkv_ctx_config_init(&cfg);
+	if (test_page())
+		cfg.page_size = test_page();
+	cfg.budget = 40 * page;     /* ten slots of 4 pages */
+	cfg.pool_low = 40 * page;   /* as large as the budget */
+	cfg.pool_high = 40 * page;
+	cfg.flags |= VKV_CTX_NO_STATS;
+	OK(vkv_ctx_create(&cfg, &ctx));
+	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 10, 1);
+	n = tokens_for_pages(r, 1);
+	for (uint32_t s = 0; s < 10; s++) {
+		OK(vkv_slot_alloc_at(r, s));
+		fill(r, s, n, s);
+		OK(vkv_step(r, &s, &n, 1));
+	}
+	OK(vkv_ctx_quiesce(ctx));
+	for (uint32_t s = 0; s < 10; s++)
+		evicted += slot_info(r, s).tier != 0;
+	/* 40 / 8 = 5 pages ahead of need: two slots of 4, not nine */
+	ck_assert_uint_le(evicted, 2);
+	for (uint32_t s = 0; s < 10; s++) {
+		OK(vkv_step(r, &s, &n, 1));
+		ck_assert(matches(r, s, n, s));
+	}
+	OK(vkv_region_destroy(r));
+	OK(vkv_ctx_destroy(ctx));
+}
+END_TEST
+
 START_TEST(no_auto_means_enomem)
 {
 	vkv_ctx *ctx;
@@ -1332,6 +1378,7 @@ static Suite *tier_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, auto_demotes_idle_and_promotes_on_step);
 	tcase_add_test(tc, no_auto_means_enomem);
+	tcase_add_test(tc, worker_demotes_only_ahead_of_need);
 	tcase_add_test(tc, stats_count_tier_traffic);
 	suite_add_tcase(s, tc);
 
