@@ -742,24 +742,20 @@ END_TEST
  */
 START_TEST(worker_demotes_only_ahead_of_need)
 {
-	struct vkv_ctx_config cfg;
-	vkv_ctx *ctx = NULL;
+	vkv_ctx *ctx;
 	vkv_region *r;
 	uint64_t page, n;
 	uint32_t evicted = 0;
+	char low[32];
 
 	setenv("VKV_TIER_AUTO", "1", 1);
 	setenv("VKV_TIER_IDLE", "1", 1);
 	page = run_page();
-	use_test_dir();
-	vkv_ctx_config_init(&cfg);
-	if (test_page())
-		cfg.page_size = test_page();
-	cfg.budget = 40 * page;     /* ten slots of 4 pages */
-	cfg.pool_low = 40 * page;   /* as large as the budget */
-	cfg.pool_high = 40 * page;
-	cfg.flags |= VKV_CTX_NO_STATS;
-	OK(vkv_ctx_create(&cfg, &ctx));
+	/* pool_low (and so pool_high) as large as the budget */
+	snprintf(low, sizeof(low), "%llu", (unsigned long long)(40 * page));
+	setenv("VKV_POOL_LOW", low, 1);
+	setenv("VKV_POOL_HIGH", low, 1);
+	ctx = make_ctx(40 * page); /* ten slots of 4 pages */
 	r = make_region(ctx, VKV_LAYOUT_PER_LAYER, 10, 1);
 	n = tokens_for_pages(r, 1);
 	for (uint32_t s = 0; s < 10; s++) {
